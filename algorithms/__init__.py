@@ -1,0 +1,1 @@
+"""Processing provider and algorithms of OptSAR Fusion (a thin skin over optsar_plugin)."""
