@@ -1,0 +1,73 @@
+"""Build the installable plugin zip with qgis-plugin-ci from a staged copy.
+
+qgis-plugin-ci run on the repository itself (``plugin_path: .``) writes a zip with
+no plugin folder inside, which QGIS cannot install.  So this script stages the
+plugin's files (those git tracks, minus development-only paths) under
+``build/stage/optsar_fusion/`` in a throw-away git repository with a
+``.qgis-plugin-ci`` config pointing there, runs ``qgis-plugin-ci package VERSION``,
+and moves ``optsar_fusion.VERSION.zip`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = "optsar_fusion"
+# Development-only paths that never go into the zip.
+EXCLUDE_TOP = {"tests", ".ci", "scripts", "Makefile", "requirements-dev.txt", "pytest.ini", "ruff.toml", ".gitignore", "docs"}
+
+
+def tracked_files() -> list:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = []
+    for line in out.stdout.splitlines():
+        parts = Path(line).parts
+        if not parts or parts[0] in EXCLUDE_TOP or parts[0].startswith(".") or "__pycache__" in parts:
+            continue
+        if (ROOT / line).is_file():
+            files.append(line)
+    return files
+
+
+def build(version: str, out: Path) -> Path:
+    stage = ROOT / "build" / "stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / PLUGIN).mkdir(parents=True)
+    for rel in tracked_files():
+        dst = stage / PLUGIN / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst)
+    shutil.copy2(ROOT / "CHANGELOG.md", stage / "CHANGELOG.md")
+    (stage / ".qgis-plugin-ci").write_text(
+        f"plugin_path: {PLUGIN}\n"
+        "github_organization_name: optsar-fusion\n"
+        "project_slug: optsar_fusion\n"
+    )
+    git = ["git", "-c", "user.name=packager", "-c", "user.email=packager@localhost", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], cwd=stage, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=stage, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", f"package {version}"], cwd=stage, check=True)
+    exe = Path(sys.executable).with_name("qgis-plugin-ci")
+    subprocess.run([str(exe), "package", version, "--allow-uncommitted-changes"], cwd=stage, check=True)
+    zip_path = stage / f"{PLUGIN}.{version}.zip"
+    if not zip_path.is_file():
+        raise SystemExit(f"qgis-plugin-ci did not write {zip_path.name}: {os.listdir(stage)}")
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / zip_path.name
+    shutil.move(str(zip_path), final)
+    print(final)
+    return final
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--out", default="dist", type=Path)
+    a = ap.parse_args()
+    build(a.version, (ROOT / a.out) if not a.out.is_absolute() else a.out)

@@ -1,0 +1,49 @@
+"""Shared test fixtures.
+
+pytest-qgis starts a ``QgsApplication`` (offscreen, see pytest.ini) for the whole
+session; ``processing_provider`` initialises Processing and registers the
+OptSAR Fusion provider once, so algorithm tests call
+``processing.run("optsar:...", params)`` as users' scripts do.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+REALDATA = SHARED / "realdata"
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def processing_provider(qgis_app):
+    """Initialise Processing and register the OptSAR Fusion provider; yields the provider."""
+    sys.path.insert(0, "/usr/share/qgis/python/plugins")
+    from processing.core.Processing import Processing
+    from qgis.core import QgsApplication
+
+    Processing.initialize()
+    from algorithms.provider import OptsarProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = registry.providerById("optsar")
+    if provider is None:
+        provider = OptsarProvider()
+        registry.addProvider(provider)
+    yield provider
+
+
+@pytest.fixture
+def realdata():
+    """The real Sentinel-1/2 samples in ../shared/realdata; skips when they are absent."""
+    if not REALDATA.is_dir():
+        pytest.skip("../shared/realdata is absent (real Sentinel-1/2 samples are not part of the project)")
+    return REALDATA

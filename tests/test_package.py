@@ -1,0 +1,60 @@
+"""`make package` builds a zip QGIS can install: one optsar_fusion/ folder, no development files."""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.qgis_process import run_algorithm_json, run_qgis_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    version = configparser.ConfigParser()
+    version.read(ROOT / "metadata.txt")
+    v = version["general"]["version"]
+    proc = subprocess.run(
+        ["make", "-s", "package", f"PY={sys.executable}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    zpath = ROOT / "dist" / f"optsar_fusion.{v}.zip"
+    assert zpath.is_file(), proc.stdout
+    dst = out / zpath.name
+    dst.write_bytes(zpath.read_bytes())
+    return dst
+
+
+def test_zip_layout(plugin_zip):
+    names = zipfile.ZipFile(plugin_zip).namelist()
+    assert all(n.startswith("optsar_fusion/") for n in names), names[:5]
+    for required in ("optsar_fusion/metadata.txt", "optsar_fusion/__init__.py", "optsar_fusion/plugin.py",
+                     "optsar_fusion/algorithms/provider.py", "optsar_fusion/optsar_plugin/__init__.py",
+                     "optsar_fusion/optsar_plugin/models/__init__.py", "optsar_fusion/resources/icons/optsar.svg",
+                     "optsar_fusion/requirements.txt"):
+        assert required in names
+    forbidden = ("tests/", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".git/", ".qgis-", "ext-libs", ".pyc")
+    assert not [n for n in names if any(f in n for f in forbidden)]
+
+
+def test_zip_installs_into_a_fresh_profile(plugin_zip, tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    zipfile.ZipFile(plugin_zip).extractall(plugins)
+    profile = tmp_path / "profile"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_profile.py"), str(profile)], check=True)
+    # QGIS_PLUGINPATH names only the folder the zip was unpacked into, and the profile is new:
+    # whatever optsar: algorithms appear come from the installed zip.
+    listing = run_qgis_process(["list"], profile=profile, plugin_path=plugins).stdout
+    assert "optsar:checkenvironment" in listing
+    result = run_algorithm_json("optsar:checkenvironment", {}, profile=profile, plugin_path=plugins)
+    import torch
+
+    assert result["results"]["TORCH_VERSION"] == str(torch.__version__)

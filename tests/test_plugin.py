@@ -1,0 +1,183 @@
+"""The plugin loads, registers its provider, and every algorithm is documented."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_metadata_fields():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "metadata.txt")
+    g = cfg["general"]
+    assert g["name"] == "OptSAR Fusion"
+    assert g["qgisMinimumVersion"] == "3.22"
+    assert g["qgisMaximumVersion"] == "4.99"
+    assert g["supportsQt6"] == "True"
+    assert g["hasProcessingProvider"] == "yes"
+    for key in ("description", "about", "version", "author", "email", "repository", "tracker", "homepage", "tags", "category", "icon"):
+        assert g.get(key), f"metadata.txt lacks {key}"
+    assert (ROOT / g["icon"]).is_file()
+
+
+def test_class_factory_registers_provider(qgis_iface, qgis_app):
+    import importlib.util
+    import sys
+
+    from qgis.core import QgsApplication
+
+    # Import the repository root as the package QGIS would see: optsar_fusion.
+    spec = importlib.util.spec_from_file_location("optsar_fusion", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["optsar_fusion"] = module
+    spec.loader.exec_module(module)
+    plugin = module.classFactory(qgis_iface)
+    registry = QgsApplication.processingRegistry()
+    before = registry.providerById("optsar")
+    if before is not None:  # registered by another test's fixture
+        registry.removeProvider(before)
+    plugin.initProcessing()
+    plugin.initGui()
+    provider = registry.providerById("optsar")
+    assert provider is plugin.provider
+    ids = {a.id() for a in provider.algorithms()}
+    assert "optsar:checkenvironment" in ids
+    plugin.unload()
+    assert registry.providerById("optsar") is None
+
+
+def test_every_algorithm_is_documented(processing_provider):
+    algs = processing_provider.algorithms()
+    assert len(algs) >= 2
+    for alg in algs:
+        assert alg.displayName(), alg.id()
+        assert alg.group() and alg.groupId(), alg.id()
+        assert len(alg.shortHelpString()) > 80, f"{alg.id()} has no real help"
+        assert alg.helpUrl().startswith("https://"), alg.id()
+        assert os.path.isfile(alg.svgIconPath()), alg.id()
+        assert not alg.icon().isNull(), alg.id()
+        assert alg.tags(), alg.id()
+
+
+def test_check_environment_algorithm(processing_provider):
+    import processing
+
+    result = processing.run("optsar:checkenvironment", {})
+    import torch
+
+    assert result["TORCH_VERSION"] == str(torch.__version__)
+    assert result["READY"] is True
+    assert "PyTorch" in result["REPORT"]
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+
+
+def _project_python_files():
+    skip = {".venv", ".qgis-plugins", ".git", "ext-libs", "build"}
+    for path in ROOT.rglob("*.py"):
+        if not skip.intersection(path.relative_to(ROOT).parts):
+            yield path
+
+
+def test_no_direct_pyqt_imports():
+    offenders = [
+        f"{p.relative_to(ROOT)}: {m}"
+        for p in _project_python_files()
+        for m in _imports(p)
+        if m.split(".")[0] in {"PyQt5", "PyQt6", "PySide2", "PySide6"}
+    ]
+    assert offenders == []
+
+
+def test_engine_never_imports_qgis():
+    offenders = [
+        f"{p.relative_to(ROOT)}: {m}"
+        for p in (ROOT / "optsar_plugin").rglob("*.py")
+        for m in _imports(p)
+        if m.split(".")[0] in {"qgis", "processing"}
+    ]
+    assert offenders == []
+
+
+def test_engine_imports_without_qgis_or_torch(tmp_path):
+    """The engine's light modules import in a Python where qgis and torch are unimportable."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('qgis', 'torch', 'timm', 'PyQt5'):\n"
+        "            raise ImportError('blocked for test: ' + name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    code = (
+        "import optsar_plugin, optsar_plugin.cli, optsar_plugin.models, optsar_plugin.environment\n"
+        "from optsar_plugin.models import available_models\n"
+        "assert len(available_models()) == 3\n"
+        "from optsar_plugin.environment import environment_report\n"
+        "r = environment_report(); assert r['torch'] is None and not r['ready'], r\n"
+        "from optsar_plugin.errors import MissingDependencyError\n"
+        "from optsar_plugin.models import build_model\n"
+        "try:\n"
+        "    build_model('cloudlulc_net', optical_bands=4, sar_bands=2, num_classes=3)\n"
+        "except MissingDependencyError as e:\n"
+        "    assert 'torch' in str(e) and 'installdependencies' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('no error without torch')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_deps_dir_rule_matches_installer():
+    import sys
+
+    from optsar_plugin.installer import site_dir
+
+    src = (ROOT / "__init__.py").read_text()
+    assert '"ext-libs"' in src
+    assert site_dir(str(ROOT)) == os.path.join(str(ROOT), "ext-libs", "py{}{}".format(*sys.version_info[:2]))
+
+
+def test_provider_loads_every_algorithm_without_torch(tmp_path):
+    """QGIS's Python usually has no torch: the provider must still offer all its algorithms."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'timm', 'torchvision', 'safetensors'):\n"
+        "            raise ImportError('blocked for test: ' + name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    code = (
+        "from qgis.core import QgsApplication\n"
+        "app = QgsApplication([], False); app.initQgis()\n"
+        "from algorithms.provider import OptsarProvider, ALGORITHMS\n"
+        "p = OptsarProvider(); QgsApplication.processingRegistry().addProvider(p)\n"
+        "ids = sorted(a.name() for a in p.algorithms())\n"
+        "print(ids)\n"
+        "assert len(ids) == len(ALGORITHMS), ids\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
