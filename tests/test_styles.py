@@ -19,7 +19,7 @@ def scheme():
         [
             LandCoverClass(0, "water", "#419BDF"),
             LandCoverClass(1, "trees & <shrubs>", "#397D49"),
-            LandCoverClass(2, "Bâti \"urbain\"", "#C4281B"),
+            LandCoverClass(2, 'Bâti "urbain"', "#C4281B"),
             LandCoverClass(4, "crops", "#E49635"),
         ]
     )
@@ -34,8 +34,16 @@ def _write_raster(path, data=None):
         data = (np.arange(64, dtype="uint8").reshape(8, 8) % 5).astype("uint8")
         data[0, 0] = 255
     with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="uint8",
-        crs="EPSG:32633", transform=from_origin(500000, 4000080, 10, 10), nodata=255,
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 4000080, 10, 10),
+        nodata=255,
     ) as ds:
         ds.write(data, 1)
     return path
@@ -117,8 +125,16 @@ def test_apply_class_metadata_on_open_rasterio_dataset(tmp_path, scheme):
     tif = tmp_path / "open.tif"
     data = np.zeros((8, 8), "uint8")
     with rasterio.open(
-        tif, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
-        crs="EPSG:4326", transform=from_origin(0, 1, 0.1, 0.1), nodata=255,
+        tif,
+        "w",
+        driver="GTiff",
+        width=8,
+        height=8,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=from_origin(0, 1, 0.1, 0.1),
+        nodata=255,
     ) as ds:
         ds.write(data, 1)
         styles.apply_class_metadata(ds, scheme)
