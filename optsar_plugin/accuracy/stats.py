@@ -1,0 +1,348 @@
+"""Accuracy statistics of a classified map: pure functions over a confusion matrix.
+
+Conventions used everywhere in :mod:`optsar_plugin.accuracy`:
+
+* The confusion (error) matrix has the **map** classes in rows and the **reference**
+  classes in columns (Congalton & Green 2009; Olofsson et al. 2014, Table 8): ``cm[i, j]``
+  is the number of reference units mapped as class ``i`` whose reference label is ``j``.
+* A value that is undefined (a class absent from the map or from the reference, a
+  variance with a single unit in a stratum, ...) is ``None``, never NaN and never a
+  division-by-zero warning: every ratio is guarded explicitly.
+
+Measures
+--------
+*Sample-count measures* (what most papers print): overall accuracy, Cohen's kappa with its
+large-sample (delta-method) variance, per-class producer's accuracy (recall), user's
+accuracy (precision), F1 and intersection over union (IoU), and their unweighted means over
+the classes where they are defined (macro-F1, mIoU).
+
+*Area-adjusted (stratified) estimators* of Olofsson et al. (2014), Remote Sensing of
+Environment 148:42-57, section 4.4 and the worked example of section 5: with the mapped
+class proportions ``W_i`` as stratum weights, the estimated area proportions
+``p_ij = W_i n_ij / n_i.`` (eq. 4/9), overall accuracy (eq. 1) and its variance (eq. 5),
+user's accuracy (eq. 2, 6), producer's accuracy (eq. 3, 7) and the estimated area of each
+class with its standard error (eq. 9-10) and confidence interval ``estimate ± z·SE``
+(section 4.4, eq. 11).  These estimators assume that the reference units were selected by
+stratified random sampling with the map classes as strata (simple random and systematic
+samples are analysed the same way, as post-stratified).  Pixels inside hand-drawn
+polygons are *not* such a sample: the formulas still run, but the standard errors do not
+describe the real uncertainty (neighbouring pixels are correlated and polygons are placed
+where the analyst is confident).  The report says so.
+
+Choices where the paper is silent
+---------------------------------
+* A map class with mapped area but *no* reference unit (an unsampled stratum) makes the
+  estimators for the whole map undefined.  We then estimate for the *sampled part of the
+  map* (the union of the sampled strata, weights renormalised over them), record the
+  share of the mapped area that this population covers (``population_fraction``) and list
+  the unsampled classes, so the caller can warn.  Restricting the population is the only
+  estimate that stays unbiased for what it claims to describe.
+* A stratum with a single reference unit has no variance estimate (``n_i. - 1 = 0``): the
+  point estimates stay, every standard error and interval that involves that stratum is
+  ``None``.
+* Intervals use the normal quantile for the requested confidence (1.95996 for 95 %; the
+  paper rounds to 1.96).  No finite-population correction is applied (the paper's
+  formulas have none).
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+Number = Optional[float]
+
+
+# --------------------------------------------------------------------------------------
+# small guarded helpers
+# --------------------------------------------------------------------------------------
+def _ratio(num: float, den: float) -> Number:
+    """``num / den`` or ``None`` when the denominator is zero."""
+    if den == 0:
+        return None
+    return float(num) / float(den)
+
+
+def _mean_defined(values: Sequence[Number]) -> Number:
+    vals = [v for v in values if v is not None]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def z_value(confidence: float) -> float:
+    """Two-sided normal quantile for ``confidence`` (0.95 -> 1.95996...)."""
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+    return NormalDist().inv_cdf(1.0 - (1.0 - float(confidence)) / 2.0)
+
+
+def _as_matrix(cm) -> np.ndarray:
+    m = np.asarray(cm, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"a confusion matrix must be square, got shape {m.shape}")
+    if (m < 0).any():
+        raise ValueError("a confusion matrix cannot hold negative counts")
+    return m
+
+
+# --------------------------------------------------------------------------------------
+# the matrix
+# --------------------------------------------------------------------------------------
+def confusion_matrix(map_values, reference_values, classes: Sequence[int]) -> np.ndarray:
+    """Counts of (map, reference) pairs over ``classes`` (rows = map, columns = reference).
+
+    Pairs where either value is not in ``classes`` are ignored (the caller removes
+    nodata and ignored values first and counts them).
+    """
+    classes = np.asarray(list(classes), dtype=np.int64)
+    k = len(classes)
+    order = np.argsort(classes)
+    sorted_codes = classes[order]
+    mv = np.asarray(map_values).ravel().astype(np.int64, copy=False)
+    rv = np.asarray(reference_values).ravel().astype(np.int64, copy=False)
+    if mv.shape != rv.shape:
+        raise ValueError("map and reference values must have the same length")
+    if k == 0 or mv.size == 0:
+        return np.zeros((k, k), dtype=np.int64)
+    mi = np.searchsorted(sorted_codes, mv).clip(0, k - 1)
+    ri = np.searchsorted(sorted_codes, rv).clip(0, k - 1)
+    ok = (sorted_codes[mi] == mv) & (sorted_codes[ri] == rv)
+    mi = order[mi[ok]]
+    ri = order[ri[ok]]
+    return np.bincount(mi * k + ri, minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def area_matrix(cm, pixel_area: float) -> np.ndarray:
+    """The confusion matrix in area (pixel counts times the area of one pixel, map units²)."""
+    return _as_matrix(cm) * float(pixel_area)
+
+
+# --------------------------------------------------------------------------------------
+# sample-count measures
+# --------------------------------------------------------------------------------------
+def overall_accuracy(cm) -> Number:
+    m = _as_matrix(cm)
+    return _ratio(np.trace(m), m.sum())
+
+
+def kappa(cm) -> Dict[str, Number]:
+    """Cohen's kappa and its large-sample variance.
+
+    The variance is the delta-method estimate of Bishop, Fienberg & Holland (1975) as given
+    by Congalton & Green (2009, eq. 5.x) — the same quantity as Fleiss, Cohen & Everitt
+    (1969):
+
+    ``var = 1/n [ t1(1-t1)/(1-t2)^2 + 2(1-t1)(2 t1 t2 - t3)/(1-t2)^3 + (1-t1)^2 (t4 - 4 t2^2)/(1-t2)^4 ]``
+
+    with ``t1 = Σ n_ii/n``, ``t2 = Σ n_i+ n_+i / n²``, ``t3 = Σ n_ii (n_i+ + n_+i) / n²`` and
+    ``t4 = Σ_ij n_ij (n_j+ + n_+i)² / n³``.  Kappa is undefined (``None``) for an empty
+    matrix and when chance agreement is 1 (a single class in both map and reference).
+    """
+    m = _as_matrix(cm)
+    n = m.sum()
+    out = {"kappa": None, "variance": None, "se": None}
+    if n == 0:
+        return out
+    rows = m.sum(axis=1)
+    cols = m.sum(axis=0)
+    t1 = np.trace(m) / n
+    t2 = float((rows * cols).sum()) / n**2
+    if t2 >= 1.0:
+        return out
+    t3 = float((np.diag(m) * (rows + cols)).sum()) / n**2
+    # n_ij (n_j+ + n_+i)^2: row total of the column class plus column total of the row class
+    t4 = float((m * (rows[np.newaxis, :] + cols[:, np.newaxis]) ** 2).sum()) / n**3
+    k = (t1 - t2) / (1.0 - t2)
+    a = t1 * (1 - t1) / (1 - t2) ** 2
+    b = 2 * (1 - t1) * (2 * t1 * t2 - t3) / (1 - t2) ** 3
+    c = (1 - t1) ** 2 * (t4 - 4 * t2**2) / (1 - t2) ** 4
+    var = max(0.0, (a + b + c) / n)
+    out.update(kappa=float(k), variance=float(var), se=float(np.sqrt(var)))
+    return out
+
+
+def per_class_measures(cm) -> Dict[str, List[Number]]:
+    """Producer's and user's accuracy, F1 and IoU per class (``None`` where undefined).
+
+    * producer's accuracy ``n_ii / n_+i`` (recall): undefined when the class is absent from the reference;
+    * user's accuracy ``n_ii / n_i+`` (precision): undefined when the class is absent from the map's reference pixels;
+    * F1 ``2 n_ii / (n_i+ + n_+i)`` and IoU ``n_ii / (n_i+ + n_+i - n_ii)``: undefined only when the
+      class is absent from both (then there is nothing to score; sklearn would report 0 with a
+      warning, we report ``None`` and leave the class out of the means).
+    """
+    m = _as_matrix(cm)
+    diag = np.diag(m)
+    rows = m.sum(axis=1)
+    cols = m.sum(axis=0)
+    pa, ua, f1, iou = [], [], [], []
+    for i in range(m.shape[0]):
+        pa.append(_ratio(diag[i], cols[i]))
+        ua.append(_ratio(diag[i], rows[i]))
+        f1.append(_ratio(2 * diag[i], rows[i] + cols[i]))
+        iou.append(_ratio(diag[i], rows[i] + cols[i] - diag[i]))
+    return {
+        "producers_accuracy": pa,
+        "users_accuracy": ua,
+        "f1": f1,
+        "iou": iou,
+        "reference_total": [int(v) for v in cols],
+        "map_total": [int(v) for v in rows],
+    }
+
+
+def sample_measures(cm, confidence: float = 0.95) -> Dict:
+    """All sample-count measures of a confusion matrix, JSON-ready."""
+    m = _as_matrix(cm)
+    pc = per_class_measures(m)
+    k = kappa(m)
+    z = z_value(confidence)
+    kci = None
+    if k["kappa"] is not None and k["se"] is not None:
+        kci = [k["kappa"] - z * k["se"], k["kappa"] + z * k["se"]]
+    oa = overall_accuracy(m)
+    n = float(m.sum())
+    oa_se = None if oa is None or n < 2 else float(np.sqrt(oa * (1 - oa) / (n - 1)))
+    return {
+        "n": int(m.sum()),
+        "overall_accuracy": oa,
+        "overall_accuracy_se": oa_se,
+        "kappa": k["kappa"],
+        "kappa_variance": k["variance"],
+        "kappa_se": k["se"],
+        "kappa_ci": kci,
+        "miou": _mean_defined(pc["iou"]),
+        "macro_f1": _mean_defined(pc["f1"]),
+        "per_class": pc,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# area-adjusted (stratified) estimators, Olofsson et al. (2014)
+# --------------------------------------------------------------------------------------
+def stratified_estimates(cm, mapped_area, confidence: float = 0.95, total_area: Optional[float] = None) -> Dict:
+    """Olofsson et al. (2014) stratified estimators from sample counts and mapped areas.
+
+    Parameters
+    ----------
+    cm : (k, k) sample counts, rows = map class (= stratum), columns = reference class.
+    mapped_area : length-k mapped area (or pixel count) of each map class over the whole map.
+    confidence : confidence level of the intervals.
+    total_area : area units of ``mapped_area`` are kept; the estimated areas are
+        ``p_.k * total`` where ``total`` is the mapped area of the estimated population.
+        ``total_area`` only changes the unit (e.g. pass pixel counts as ``mapped_area`` and
+        ``total_area = pixels * pixel_area``).
+
+    Returns a JSON-ready dict; every undefined value is ``None``.
+    """
+    m = _as_matrix(cm)
+    k = m.shape[0]
+    area = np.asarray(mapped_area, dtype=np.float64).ravel()
+    if area.shape[0] != k:
+        raise ValueError(f"mapped_area has {area.shape[0]} values for a {k}-class matrix")
+    if (area < 0).any():
+        raise ValueError("mapped areas cannot be negative")
+    z = z_value(confidence)
+    n_i = m.sum(axis=1)
+
+    sampled = (n_i > 0) & (area > 0)
+    unsampled = (n_i == 0) & (area > 0)
+    all_area = float(area.sum())
+    pop_area = float(area[sampled].sum())
+    scale = 1.0 if total_area is None or all_area == 0 else float(total_area) / all_area
+
+    out: Dict = {
+        "confidence": float(confidence),
+        "z": float(z),
+        "weights": [None] * k,
+        "proportions": [[None] * k for _ in range(k)],
+        "overall_accuracy": None,
+        "overall_accuracy_se": None,
+        "overall_accuracy_ci": None,
+        "users_accuracy": [None] * k,
+        "users_accuracy_se": [None] * k,
+        "users_accuracy_ci": [None] * k,
+        "producers_accuracy": [None] * k,
+        "producers_accuracy_se": [None] * k,
+        "producers_accuracy_ci": [None] * k,
+        "area_proportion": [None] * k,
+        "area_proportion_se": [None] * k,
+        "area": [None] * k,
+        "area_se": [None] * k,
+        "area_ci": [None] * k,
+        "mapped_area": [float(a) * scale for a in area],
+        "population_area": pop_area * scale,
+        "population_fraction": _ratio(pop_area, all_area),
+        "unsampled_classes": [int(i) for i in np.flatnonzero(unsampled)],
+        "single_unit_classes": [int(i) for i in np.flatnonzero(sampled & (n_i == 1))],
+    }
+    # User's accuracy is a within-stratum ratio: defined wherever the stratum has units.
+    for i in range(k):
+        if n_i[i] > 0:
+            u = float(m[i, i] / n_i[i])
+            out["users_accuracy"][i] = u
+            if n_i[i] > 1:
+                se = float(np.sqrt(u * (1 - u) / (n_i[i] - 1)))
+                out["users_accuracy_se"][i] = se
+                out["users_accuracy_ci"][i] = [u - z * se, u + z * se]
+    if pop_area == 0:
+        return out
+
+    w = np.where(sampled, area / pop_area, 0.0)
+    out["weights"] = [float(v) if sampled[i] else (0.0 if area[i] == 0 else None) for i, v in enumerate(w)]
+    # within-stratum reference proportions n_ij / n_i.  (0 for unsampled strata: they carry no weight)
+    q = np.zeros_like(m)
+    q[sampled] = m[sampled] / n_i[sampled, np.newaxis]
+    p = w[:, np.newaxis] * q  # eq. 4: p_ij = W_i n_ij / n_i.
+    out["proportions"] = [[float(p[i, j]) if sampled[i] or area[i] == 0 else None for j in range(k)] for i in range(k)]
+    variance_ok = not bool((sampled & (n_i < 2)).any())
+    denom = np.where(n_i > 1, n_i - 1, 1.0)  # only used where variance_ok
+
+    # Overall accuracy, eq. 1 and eq. 5
+    oa = float(np.trace(p))
+    out["overall_accuracy"] = oa
+    if variance_ok:
+        u_diag = np.diag(q)
+        v = float(np.sum(np.where(sampled, w**2 * u_diag * (1 - u_diag) / denom, 0.0)))
+        se = float(np.sqrt(v))
+        out["overall_accuracy_se"] = se
+        out["overall_accuracy_ci"] = [oa - z * se, oa + z * se]
+
+    # Area proportions and areas, eq. 9-10: S(p_.k) = sqrt(sum_i (W_i p_ik - p_ik^2) / (n_i. - 1))
+    col = p.sum(axis=0)
+    total = pop_area * scale
+    for j in range(k):
+        out["area_proportion"][j] = float(col[j])
+        out["area"][j] = float(col[j] * total)
+        if variance_ok:
+            terms = np.where(sampled, (w * p[:, j] - p[:, j] ** 2) / denom, 0.0)
+            se_p = float(np.sqrt(max(0.0, terms.sum())))
+            out["area_proportion_se"][j] = se_p
+            out["area_se"][j] = se_p * total
+            out["area_ci"][j] = [(col[j] - z * se_p) * total, (col[j] + z * se_p) * total]
+
+    # Producer's accuracy, eq. 3 and eq. 7 (with the N_i. of eq. 7 replaced by the weights W_i:
+    # the ratio is unchanged by the common factor).
+    # N_.j estimate (in weight units): sum_i W_i n_ij / n_i. = col[j]
+    for j in range(k):
+        nj = col[j]
+        if nj <= 0:
+            continue
+        pj = float(p[j, j] / nj)
+        out["producers_accuracy"][j] = pj
+        if not variance_ok:
+            continue
+        uj = q[j, j]
+        first = 0.0
+        if sampled[j]:
+            first = w[j] ** 2 * (1 - pj) ** 2 * uj * (1 - uj) / denom[j]
+        second = 0.0
+        for i in range(k):
+            if i == j or not sampled[i]:
+                continue
+            second += w[i] ** 2 * q[i, j] * (1 - q[i, j]) / denom[i]
+        v = (first + pj**2 * second) / nj**2
+        se = float(np.sqrt(max(0.0, v)))
+        out["producers_accuracy_se"][j] = se
+        out["producers_accuracy_ci"][j] = [pj - z * se, pj + z * se]
+    return out
