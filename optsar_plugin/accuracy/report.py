@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -154,7 +154,7 @@ def write_outputs(metrics: Dict, report=None, matrix=None, metrics_path=None) ->
     try:
         for _, path, text in jobs:
             temps.append(_atomic_text(path, text))
-        for (name, path, _), tmp in zip(jobs, temps):
+        for (_name, path, _), tmp in zip(jobs, temps):
             os.replace(tmp, path)
     except BaseException:
         for tmp in temps:
