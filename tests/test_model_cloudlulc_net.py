@@ -29,7 +29,8 @@ def _inputs(optical_bands, sar_bands, h, w, batch=1, seed=1):
 
 @pytest.mark.parametrize("optical_bands,sar_bands", [(12, 2), (4, 1), (1, 4), (16, 2)])
 def test_output_shape_for_band_counts(optical_bands, sar_bands):
-    model = _model(optical_bands, sar_bands, num_classes=6).eval()
+    # band counts only touch the stems: a narrow network keeps this fast
+    model = _model(optical_bands, sar_bands, num_classes=6, channels=32, embed_dim=64, depth=2, heads=4).eval()
     opt, sar = _inputs(optical_bands, sar_bands, 64, 64, batch=2)
     with torch.no_grad():
         out = model(opt, sar)
@@ -182,6 +183,9 @@ def test_bad_inputs_and_options_raise_optsar_errors():
         model(opt[:, :5], sar)
     with pytest.raises(OptsarError, match="multiples"):
         model(opt[..., :40], sar[..., :40])
+    outputs = model.forward_train(opt, sar)
+    with pytest.raises(OptsarError, match="class indices"):
+        model.loss(outputs, torch.full((1, 64, 64), 7))
     with pytest.raises(OptsarError, match="Unknown CloudLULC-Net option"):
         _model(blocks=3)
     with pytest.raises(OptsarError, match="heads"):

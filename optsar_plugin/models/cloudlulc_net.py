@@ -392,12 +392,18 @@ class CloudLULCNet(nn.Module):
         if target.shape != logits.shape[:1] + logits.shape[2:]:
             raise OptsarError(f"Label tile {tuple(target.shape)} does not match the prediction {tuple(logits.shape)}.")
         target = target.long()
+        labelled = target != ignore_index
+        if bool(((target < 0) | (target >= self.num_classes))[labelled].any()):
+            raise OptsarError(
+                f"Label values must be class indices 0-{self.num_classes - 1} or {ignore_index} (ignored); "
+                f"found {sorted(set(target[labelled].unique().tolist()) - set(range(self.num_classes)))[:5]}."
+            )
         ce = _masked_ce(logits, target, ignore_index)
         if self.anchor_weight == 0:
             return ce
         anchor, recon = self.anchor(target, ignore_index)
         rec = _masked_ce(recon, target, ignore_index)
-        labelled = F.avg_pool2d((target != ignore_index).float().unsqueeze(1), TOKEN_STRIDE).squeeze(1) > 0
+        labelled = F.avg_pool2d(labelled.float().unsqueeze(1), TOKEN_STRIDE).squeeze(1) > 0  # tokens with labels
         cos = F.cosine_similarity(z.float(), anchor.detach().float(), dim=1)  # (B, h, w)
         align = ((1.0 - cos) * labelled).sum() / labelled.sum().clamp(min=1)
         return ce + self.anchor_weight * (align + rec)
