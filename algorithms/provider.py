@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 import os
 
-from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .base import ICON_DIR
+from .base import ICON_DIR, PLUGIN_DIR
+
+MODELS_DIR = os.path.join(PLUGIN_DIR, "resources", "models")
 
 # (module, class): one algorithm per file.
 ALGORITHMS = (
@@ -47,7 +49,21 @@ class OptsarProvider(QgsProcessingProvider):
                 raise
             except Exception as exc:  # keep the other algorithms available, say why this one is not
                 QgsMessageLog.logMessage(
-                    f"Algorithm module {module_name} failed to load: {exc}", "OptSAR Fusion", Qgis.Critical
+                    f"Algorithm module {module_name} failed to load: {exc}", "OptSAR Fusion", Qgis.MessageLevel.Critical
                 )
                 continue
             self.addAlgorithm(getattr(module, class_name)())
+        self._load_models()
+
+    def _load_models(self):
+        """The graphical models shipped in resources/models/, offered as optsar:<model name>."""
+        if not os.path.isdir(MODELS_DIR):
+            return
+        for file_name in sorted(os.listdir(MODELS_DIR)):
+            if not file_name.endswith(".model3"):
+                continue
+            model = QgsProcessingModelAlgorithm()
+            if model.fromFile(os.path.join(MODELS_DIR, file_name)):
+                self.addAlgorithm(model)
+            else:
+                QgsMessageLog.logMessage(f"Could not read the model {file_name}", "OptSAR Fusion", Qgis.MessageLevel.Critical)
