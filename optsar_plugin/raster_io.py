@@ -1,0 +1,366 @@
+"""Raster input for inference: open, pick bands, validity, CRS/overlap checks, windows.
+
+Everything here works on *windows of the optical raster's pixel grid*, which is
+the output grid.  The SAR raster and the optional cloud mask may have any CRS,
+resolution and extent: :func:`aligned` wraps them in a rasterio
+:class:`~rasterio.vrt.WarpedVRT` defined on the optical grid, so every window
+read from it is warped on the fly (GDAL warps only the requested window; nothing
+is warped or held in memory for the whole scene).  SAR uses bilinear
+resampling (a continuous backscatter field), the cloud mask nearest neighbour
+(a categorical mask).  When a raster already lies on the optical grid it is
+read directly, without a warper.
+
+Validity conventions (the engine relies on them):
+
+* :func:`read_window` returns float32 data with every invalid value as NaN:
+  the band's nodata value, NaN itself, and pixels that GDAL's mask (internal
+  mask band or alpha band) marks as invalid.
+* A pixel is *invalid* for a source when all of its selected bands are NaN
+  (:func:`all_invalid`); a single missing band is normalised to 0 (the
+  training median) instead.
+* Parts of a window outside the optical raster are filled by reflecting the
+  data inside it (``numpy.pad(mode="reflect")``) so that the model sees a
+  plausible continuation instead of a hard edge; those pixels are never
+  written.  Parts of a window outside the *requested extent* but inside the
+  raster are real data (context for the model).
+
+No QGIS, no torch: this module imports rasterio and numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import OptsarError
+
+# Roles used in messages.
+OPTICAL = "optical raster"
+SAR = "SAR raster"
+CLOUD = "cloud mask"
+
+MIN_TILE = 64  # the models' contract: inputs are multiples of 32, at least 64
+
+
+def _rasterio():
+    from .deps import require
+
+    return require("rasterio", "reading rasters")
+
+
+# -- opening and describing -------------------------------------------------------------------
+
+
+def open_raster(path, role: str):
+    """Open ``path`` for reading; a missing or unreadable file is an :class:`OptsarError` naming the role."""
+    rasterio = _rasterio()
+    path = os.fspath(path)
+    if not path:
+        raise OptsarError(f"No {role} was given.")
+    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
+        raise OptsarError(f"The {role} '{path}' does not exist.")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioError as exc:
+        raise OptsarError(f"The {role} '{path}' cannot be opened as a raster: {exc}") from None
+
+
+def crs_label(crs) -> str:
+    if crs is None:
+        return "no CRS"
+    try:
+        epsg = crs.to_epsg()
+    except Exception:  # pyproj/GDAL may fail on exotic definitions; the WKT name is good enough
+        epsg = None
+    if epsg:
+        return f"EPSG:{epsg}"
+    try:
+        return crs.to_string() or crs.to_wkt()[:80]
+    except Exception:
+        return "an unnamed CRS"
+
+
+def describe(ds, role: str) -> str:
+    """"optical raster 'x.tif' (EPSG:32633, extent 500000, 4000000 : 509600, 4009600, 960 x 960 px)"."""
+    b = ds.bounds
+    return (
+        f"{role} '{ds.name}' ({crs_label(ds.crs)}, extent {b.left:.6g}, {b.bottom:.6g} : "
+        f"{b.right:.6g}, {b.top:.6g}, {ds.width} x {ds.height} px)"
+    )
+
+
+def require_crs(ds, role: str, other=None, other_role: str = "") -> None:
+    """A raster without a CRS cannot be aligned to another: stop with both layers named."""
+    if ds.crs is None:
+        extra = f" It is to be combined with the {describe(other, other_role)}." if other is not None else ""
+        raise OptsarError(
+            f"The {describe(ds, role)} has no coordinate reference system, so it cannot be aligned "
+            f"with the other inputs.{extra} Assign or warp it to a CRS first (e.g. Raster > Projections > "
+            "Assign Projection / Warp)."
+        )
+
+
+def select_bands(ds, bands: Optional[Sequence[int]], role: str) -> List[int]:
+    """1-based band list, in the given order; ``None``/empty means all bands."""
+    if not bands:
+        return list(range(1, ds.count + 1))
+    out = []
+    for b in bands:
+        try:
+            i = int(b)
+        except (TypeError, ValueError):
+            raise OptsarError(f"Band '{b}' of the {role} '{ds.name}' is not a band number.") from None
+        if not 1 <= i <= ds.count:
+            raise OptsarError(
+                f"The {role} '{ds.name}' has {ds.count} band(s); band {i} does not exist (bands are numbered from 1)."
+            )
+        out.append(i)
+    if len(set(out)) != len(out):
+        raise OptsarError(f"The band list {out} for the {role} '{ds.name}' names a band twice.")
+    return out
+
+
+def band_descriptions(ds, bands: Sequence[int]) -> List[Optional[str]]:
+    return [ds.descriptions[b - 1] for b in bands]
+
+
+# -- extent, region and overlap ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Region:
+    """A block of the optical raster's pixel grid: the output grid."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+
+    def window(self):
+        from rasterio.windows import Window
+
+        return Window(self.col_off, self.row_off, self.width, self.height)
+
+
+def region_for_extent(ds, extent: Optional[Sequence[float]] = None, extent_crs=None) -> Region:
+    """The optical grid's pixels covering ``extent`` (xmin, ymin, xmax, ymax), snapped outwards.
+
+    ``extent`` is in ``extent_crs`` (default: the optical raster's CRS).  Without an
+    extent the whole raster is the region.  An extent outside the raster is an error.
+    """
+    if extent is None:
+        return Region(0, 0, ds.height, ds.width)
+    rasterio = _rasterio()
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
+    try:
+        xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    except (TypeError, ValueError):
+        raise OptsarError(f"The extent must be four numbers xmin, ymin, xmax, ymax; got {extent!r}.") from None
+    if not (xmax > xmin and ymax > ymin):
+        raise OptsarError(f"The extent {xmin}, {ymin} : {xmax}, {ymax} is empty (xmax <= xmin or ymax <= ymin).")
+    if extent_crs is not None and ds.crs is not None:
+        src_crs = rasterio.crs.CRS.from_user_input(extent_crs)
+        if src_crs != ds.crs:
+            xmin, ymin, xmax, ymax = transform_bounds(src_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21)
+    if not ds.transform.is_rectilinear:
+        raise OptsarError(f"The optical raster '{ds.name}' has a rotated grid; an extent cannot be applied to it.")
+    w = from_bounds(xmin, ymin, xmax, ymax, ds.transform)
+    eps = 1e-6
+    c0 = max(0, math.floor(w.col_off + eps))
+    r0 = max(0, math.floor(w.row_off + eps))
+    c1 = min(ds.width, math.ceil(w.col_off + w.width - eps))
+    r1 = min(ds.height, math.ceil(w.row_off + w.height - eps))
+    if c1 <= c0 or r1 <= r0:
+        b = ds.bounds
+        raise OptsarError(
+            f"The extent {xmin:.6g}, {ymin:.6g} : {xmax:.6g}, {ymax:.6g} ({crs_label(ds.crs)}) does not overlap the "
+            f"optical raster '{ds.name}' (extent {b.left:.6g}, {b.bottom:.6g} : {b.right:.6g}, {b.top:.6g})."
+        )
+    return Region(r0, c0, r1 - r0, c1 - c0)
+
+
+def region_bounds(ds, region: Region) -> Tuple[float, float, float, float]:
+    from rasterio.windows import bounds
+
+    return bounds(region.window(), ds.transform)
+
+
+def check_overlap(optical_ds, other_ds, region: Region, other_role: str = SAR) -> None:
+    """Stop when ``other_ds`` does not overlap the output region of the optical raster."""
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = region_bounds(optical_ds, region)
+    try:
+        ob = transform_bounds(other_ds.crs, optical_ds.crs, *other_ds.bounds, densify_pts=21)
+        ok = all(math.isfinite(v) for v in ob)
+    except Exception:  # the other extent cannot be expressed in the optical CRS at all
+        ok = False
+    if ok:
+        ix = min(right, ob[2]) - max(left, ob[0])
+        iy = min(top, ob[3]) - max(bottom, ob[1])
+        ok = ix > 0 and iy > 0
+    if not ok:
+        what = "the requested extent of the " if (region.height, region.width) != (optical_ds.height, optical_ds.width) else "the "
+        raise OptsarError(
+            f"The {describe(other_ds, other_role)} does not overlap {what}{describe(optical_ds, OPTICAL)}"
+            + (f" (output extent {left:.6g}, {bottom:.6g} : {right:.6g}, {top:.6g})" if what != "the " else "")
+            + ". Check that both layers cover the same area and have correct CRSs."
+        )
+
+
+def same_grid(a, b) -> bool:
+    return a.crs == b.crs and a.transform.almost_equals(b.transform) and (a.width, a.height) == (b.width, b.height)
+
+
+@contextmanager
+def aligned(src, ref, resampling: str = "bilinear") -> Iterator:
+    """``src`` seen on ``ref``'s pixel grid: ``src`` itself when the grids match, else a WarpedVRT.
+
+    The VRT has float32 data and NaN as nodata, so pixels outside ``src``'s
+    footprint (or nodata in ``src``) read as NaN.  The source's nodata value
+    is honoured by the warper (GDAL excludes nodata pixels from the bilinear
+    kernel instead of blending them in).
+    """
+    if same_grid(src, ref):
+        yield src
+        return
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    kwargs = dict(
+        crs=ref.crs,
+        transform=ref.transform,
+        width=ref.width,
+        height=ref.height,
+        resampling=getattr(Resampling, resampling),
+        dtype="float32",
+        nodata=float("nan"),
+    )
+    if src.nodata is not None:
+        kwargs["src_nodata"] = src.nodata
+    try:
+        vrt = WarpedVRT(src, **kwargs)
+    except Exception as exc:  # GDAL cannot build a transformer between the two CRSs
+        raise OptsarError(
+            f"The raster '{src.name}' ({crs_label(src.crs)}) cannot be warped onto the optical grid "
+            f"({crs_label(ref.crs)}): {exc}"
+        ) from None
+    try:
+        yield vrt
+    finally:
+        vrt.close()
+
+
+# -- windows ---------------------------------------------------------------------------------
+
+
+def ceil_to(n: int, multiple: int) -> int:
+    return int(math.ceil(n / multiple) * multiple)
+
+
+def window_starts(length: int, tile: int, overlap: int, min_tile: int = MIN_TILE) -> Tuple[int, List[int]]:
+    """Tile edge and window start offsets covering ``length`` pixels along one axis.
+
+    * ``length <= tile``: a single window whose edge is ``length`` rounded up to a
+      multiple of 32 (at least ``min_tile``, at most ``tile``); the rest is padding.
+    * otherwise windows of ``tile`` pixels every ``tile - overlap`` pixels; the last
+      one is the first that reaches the end and is padded beyond it.  The windows
+      are never shifted or shrunk, so the overlap between neighbours is exactly
+      ``overlap`` everywhere - the streaming blender relies on that.
+    """
+    if length <= tile:
+        return min(tile, max(min_tile, ceil_to(length, 32))), [0]
+    stride = tile - overlap
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + stride)
+    return tile, starts
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _mask_is_external(ds, band: int) -> bool:
+    """True when GDAL's mask for ``band`` is not simply 'all valid' or 'equals nodata'."""
+    from rasterio.enums import MaskFlags
+
+    flags = ds.mask_flag_enums[band - 1]
+    return MaskFlags.all_valid not in flags and MaskFlags.nodata not in flags
+
+
+def read_window(ds, bands: Sequence[int], row: int, col: int, height: int, width: int) -> np.ndarray:
+    """Bands ``bands`` of ``ds`` in the window (row, col, height, width) as float32 with NaN for invalid.
+
+    The window may reach beyond the raster; that part is filled by reflection of
+    the part inside (a window entirely outside is an error of the caller).
+    """
+    from rasterio.windows import Window
+
+    r0, c0 = max(0, row), max(0, col)
+    r1, c1 = min(ds.height, row + height), min(ds.width, col + width)
+    if r1 <= r0 or c1 <= c0:
+        raise ValueError(f"window ({row}, {col}, {height}, {width}) lies outside the raster {ds.name}")
+    win = Window(c0, r0, c1 - c0, r1 - r0)
+    data = ds.read(list(bands), window=win, out_dtype="float32")
+    nodata = ds.nodatavals
+    for k, b in enumerate(bands):
+        nd = nodata[b - 1]
+        if nd is not None and not math.isnan(nd):
+            data[k][data[k] == np.float32(nd)] = np.nan
+    external = [b for b in bands if _mask_is_external(ds, b)]
+    if external:
+        masks = ds.read_masks(list(bands), window=win)
+        data[masks == 0] = np.nan
+    pad = ((0, 0), (r0 - row, row + height - r1), (c0 - col, col + width - c1))
+    if any(p for pair in pad[1:] for p in pair):
+        data = pad_reflect(data, pad)
+    return data
+
+
+def pad_reflect(data: np.ndarray, pad) -> np.ndarray:
+    """``numpy.pad`` reflect, falling back to edge replication on axes of length 1."""
+    mode = "reflect" if min(data.shape[-2:]) > 1 else "edge"
+    return np.pad(data, pad, mode=mode)
+
+
+def all_invalid(data: np.ndarray) -> np.ndarray:
+    """(bands, H, W) with NaN for invalid -> (H, W) bool, True where every band is invalid."""
+    return np.isnan(data).all(axis=0)
+
+
+def read_cloud(ds, row: int, col: int, height: int, width: int) -> np.ndarray:
+    """The cloud mask's first band in the window: True where cloud (non-zero, not nodata)."""
+    data = read_window(ds, [1], row, col, height, width)[0]
+    return np.nan_to_num(data, nan=0.0) != 0
+
+
+# -- output checks ---------------------------------------------------------------------------
+
+
+def check_writable(path, role: str = "output") -> str:
+    """Absolute path of ``path`` after checking that its folder exists and is writable."""
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise OptsarError(f"The {role} '{path}' is a folder; give a file name such as classes.tif.")
+    if not os.path.isdir(folder):
+        raise OptsarError(f"The folder of the {role} '{path}' does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OptsarError(f"The folder of the {role} '{path}' is not writable.")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise OptsarError(f"The {role} '{path}' exists and cannot be overwritten.")
+    try:  # the definitive test (permissions, read-only mounts, quotas): create and delete a file there
+        fd, probe = tempfile.mkstemp(prefix=".optsar-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OptsarError(f"Cannot write the {role} '{path}': {exc.strerror or exc}.") from None
+    return path

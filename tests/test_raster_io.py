@@ -1,0 +1,192 @@
+"""Raster input for inference: bands, validity, windows, extent snapping, CRS/overlap checks, warping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_bounds
+
+from optsar_plugin import raster_io
+from optsar_plugin.errors import OptsarError
+
+UTM = "EPSG:32633"
+X0, Y0, RES = 500000.0, 4000000.0, 10.0
+
+
+def write(path, data, crs=UTM, transform=None, nodata=None, dtype=None):
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    with rasterio.open(
+        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+        dtype=dtype or data.dtype, crs=crs, transform=transform or from_origin(X0, Y0, RES, RES), nodata=nodata,
+    ) as ds:
+        ds.write(data.astype(dtype or data.dtype))
+    return str(path)
+
+
+# -- windows ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(1000, 256, 64), (257, 256, 32), (5000, 512, 96), (96, 64, 0)])
+def test_window_starts_cover_with_exact_overlap(length, tile, overlap):
+    edge, starts = raster_io.window_starts(length, tile, overlap)
+    assert edge == tile
+    assert starts[0] == 0
+    assert starts[-1] < length <= starts[-1] + edge  # the last window reaches the end, padded beyond it
+    assert starts[-2] + edge < length  # ... and is the first that does
+    assert all(b - a == tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+@pytest.mark.parametrize("length,expected", [(200, 224), (10, 64), (64, 64), (100, 128), (512, 512)])
+def test_small_axis_is_one_window_rounded_to_32(length, expected):
+    edge, starts = raster_io.window_starts(length, 512, 64)
+    assert (edge, starts) == (expected, [0])
+    assert edge % 32 == 0
+
+
+# -- bands and nodata -------------------------------------------------------------------------------
+
+
+def test_select_bands_keeps_order_and_rejects_bad_numbers(tmp_path):
+    path = write(tmp_path / "o.tif", np.ones((4, 8, 8), np.uint16))
+    with rasterio.open(path) as ds:
+        assert raster_io.select_bands(ds, None, "optical raster") == [1, 2, 3, 4]
+        assert raster_io.select_bands(ds, [4, 2, 1], "optical raster") == [4, 2, 1]
+        with pytest.raises(OptsarError, match="has 4 band.*band 5 does not exist"):
+            raster_io.select_bands(ds, [1, 5], "optical raster")
+        with pytest.raises(OptsarError, match="twice"):
+            raster_io.select_bands(ds, [1, 1], "optical raster")
+
+
+def test_read_window_nodata_nan_and_reflect_padding(tmp_path):
+    data = np.arange(2 * 6 * 5, dtype=np.uint16).reshape(2, 6, 5) + 1
+    data[:, 0, 0] = 0  # nodata in both bands
+    data[1, 1, 1] = 0  # nodata in one band only
+    path = write(tmp_path / "o.tif", data, nodata=0)
+    with rasterio.open(path) as ds:
+        arr = raster_io.read_window(ds, [1, 2], 0, 0, 8, 8)
+    assert arr.shape == (2, 8, 8) and arr.dtype == np.float32
+    assert np.isnan(arr[:, 0, 0]).all()
+    invalid = raster_io.all_invalid(arr)
+    assert invalid[0, 0] and not invalid[1, 1]  # one missing band does not invalidate the pixel
+    # rows 6, 7 reflect rows 4, 3; columns 5..7 reflect columns 3, 2, 1
+    np.testing.assert_array_equal(arr[0, 6, :5], data[0, 4].astype(np.float32))
+    np.testing.assert_array_equal(arr[0, 7, :5], data[0, 3].astype(np.float32))
+    np.testing.assert_array_equal(arr[0, 2, 5:], data[0, 2, [3, 2, 1]].astype(np.float32))
+
+
+def test_read_window_honours_internal_mask(tmp_path):
+    path = str(tmp_path / "m.tif")
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="float32", crs=UTM,
+                           transform=from_origin(X0, Y0, RES, RES)) as ds:
+            ds.write(np.full((1, 4, 4), 5.0, np.float32))
+            mask = np.full((4, 4), 255, np.uint8)
+            mask[2:, 2:] = 0
+            ds.write_mask(mask)
+    with rasterio.open(path) as ds:
+        arr = raster_io.read_window(ds, [1], 0, 0, 4, 4)
+    assert np.isnan(arr[0, 2:, 2:]).all() and not np.isnan(arr[0, :2]).any()
+
+
+def test_cloud_mask_nonzero_is_cloud(tmp_path):
+    path = write(tmp_path / "c.tif", np.array([[0, 1, 2, 255]], np.uint8), nodata=255)
+    with rasterio.open(path) as ds:
+        cloud = raster_io.read_cloud(ds, 0, 0, 1, 4)
+    assert cloud.tolist() == [[False, True, True, False]]  # nodata is not cloud
+
+
+# -- extent, CRS and overlap -----------------------------------------------------------------------
+
+
+def test_extent_snaps_outwards_to_optical_pixels(tmp_path):
+    path = write(tmp_path / "o.tif", np.ones((1, 100, 100), np.uint8))
+    with rasterio.open(path) as ds:
+        region = raster_io.region_for_extent(ds, (X0 + 15, Y0 - 401, X0 + 301, Y0 - 95))
+        assert region == raster_io.Region(row_off=9, col_off=1, height=32, width=30)
+        # an extent reaching beyond the raster is clipped to it
+        assert raster_io.region_for_extent(ds, (X0 - 50, Y0 - 2000, X0 + 50, Y0 + 50)) == raster_io.Region(0, 0, 100, 5)
+        # in another CRS: the same box expressed in lon/lat covers (at least) the same pixels
+        box = transform_bounds(UTM, "EPSG:4326", X0 + 100, Y0 - 500, X0 + 500, Y0 - 100)
+        r = raster_io.region_for_extent(ds, box, "EPSG:4326")
+        assert r.col_off <= 10 and r.row_off <= 10 and r.col_off + r.width >= 50 and r.row_off + r.height >= 50
+        with pytest.raises(OptsarError, match="does not overlap the optical raster"):
+            raster_io.region_for_extent(ds, (0, 0, 10, 10))
+
+
+def test_missing_crs_names_both_layers(tmp_path):
+    opt = write(tmp_path / "opt.tif", np.ones((1, 8, 8), np.uint8))
+    sar = write(tmp_path / "sar.tif", np.ones((1, 8, 8), np.float32), crs=None)
+    with rasterio.open(opt) as o, rasterio.open(sar) as s:
+        with pytest.raises(OptsarError) as exc:
+            raster_io.require_crs(s, raster_io.SAR, o, raster_io.OPTICAL)
+    msg = str(exc.value)
+    assert "sar.tif" in msg and "no coordinate reference system" in msg and "opt.tif" in msg and "EPSG:32633" in msg
+
+
+def test_no_overlap_names_both_layers_and_extents(tmp_path):
+    opt = write(tmp_path / "opt.tif", np.ones((1, 8, 8), np.uint8))
+    sar = write(tmp_path / "sar.tif", np.ones((1, 8, 8), np.float32), transform=from_origin(X0 + 10000, Y0, RES, RES))
+    with rasterio.open(opt) as o, rasterio.open(sar) as s:
+        with pytest.raises(OptsarError) as exc:
+            raster_io.check_overlap(o, s, raster_io.region_for_extent(o))
+    msg = str(exc.value)
+    assert "does not overlap" in msg and "opt.tif" in msg and "sar.tif" in msg
+    assert "510000" in msg and "500000" in msg  # both extents are spelled out
+
+
+def test_aligned_is_identity_on_the_same_grid(tmp_path):
+    a = write(tmp_path / "a.tif", np.ones((1, 8, 8), np.uint8))
+    b = write(tmp_path / "b.tif", np.ones((2, 8, 8), np.float32))
+    with rasterio.open(a) as o, rasterio.open(b) as s:
+        with raster_io.aligned(s, o) as v:
+            assert v is s
+
+
+def test_sar_in_epsg4326_is_warped_onto_the_utm_grid(tmp_path):
+    """A lon/lat SAR raster whose value is its longitude reads, on the UTM grid, as each UTM pixel's longitude."""
+    opt = write(tmp_path / "opt.tif", np.ones((1, 64, 64), np.uint16))
+    w, s, e, n = transform_bounds(UTM, "EPSG:4326", X0, Y0 - 640, X0 + 640, Y0)
+    pad = 0.002
+    cols, rows = 200, 150
+    dx, dy = (e - w + 2 * pad) / cols, (n - s + 2 * pad) / rows
+    lon = (w - pad) + (np.arange(cols) + 0.5) * dx
+    sar_data = np.broadcast_to(lon, (rows, cols)).astype(np.float32)
+    sar = write(tmp_path / "sar.tif", sar_data, crs="EPSG:4326", transform=from_origin(w - pad, n + pad, dx, dy),
+                nodata=-9999.0)
+    with rasterio.open(opt) as o, rasterio.open(sar) as sd:
+        raster_io.check_overlap(o, sd, raster_io.region_for_extent(o))
+        with raster_io.aligned(sd, o, "bilinear") as v:
+            assert v is not sd and v.crs == CRS.from_string(UTM)
+            arr = raster_io.read_window(v, [1], 0, 0, 64, 64)[0]
+    xs = X0 + (np.arange(64) + 0.5) * RES
+    ys = Y0 - (np.arange(64) + 0.5) * RES
+    gx, gy = np.meshgrid(xs, ys)
+    lon_expected, _ = warp_transform(UTM, "EPSG:4326", gx.ravel(), gy.ravel())
+    assert not np.isnan(arr).any()
+    np.testing.assert_allclose(arr.ravel(), lon_expected, atol=dx)
+
+
+def test_outside_sar_footprint_reads_as_nan(tmp_path):
+    opt = write(tmp_path / "opt.tif", np.ones((1, 32, 32), np.uint16))
+    sar = write(tmp_path / "sar.tif", np.ones((1, 16, 16), np.float32), transform=from_origin(X0, Y0, 2 * RES, RES))
+    with rasterio.open(opt) as o, rasterio.open(sar) as s:
+        with raster_io.aligned(s, o) as v:
+            arr = raster_io.read_window(v, [1], 0, 0, 32, 32)[0]
+    assert not np.isnan(arr[:16]).any() and np.isnan(arr[16:]).all()
+
+
+def test_check_writable(tmp_path):
+    assert raster_io.check_writable(tmp_path / "x.tif") == str(tmp_path / "x.tif")
+    with pytest.raises(OptsarError, match="does not exist"):
+        raster_io.check_writable(tmp_path / "missing" / "x.tif")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(OptsarError, match="does not exist"):
+        raster_io.check_writable(tmp_path / "file.txt" / "x.tif")
+    with pytest.raises(OptsarError, match="is a folder"):
+        raster_io.check_writable(tmp_path)
