@@ -17,9 +17,12 @@ Nodata pixels of the classification, ``ignore_values`` (in map or reference) and
 where polygons of different classes overlap are excluded and counted.  Class code 0 is an
 ordinary class; only the raster's declared nodata (or its mask band) is nodata.
 
-Memory: one strip of the classification (``strip_rows`` × width, native dtype), one
-``int32`` strip of reference codes and one ``uint8`` mask per class present in the strip.
-For a 10 000-column map and the default 1 024 rows that is ~10 M pixels, ~60 MB.
+Memory: one strip of the classification (native dtype), an ``int16`` strip of reference class
+indices, one ``int64`` key per pixel for the counting, a few boolean masks and a ``uint8`` mask
+per class burnt (see :class:`_PairCounter`): about 35 bytes per strip pixel at the peak, so
+~140 MB with the default strips of :data:`STRIP_PIXELS` (4 M) pixels, whatever the map size.
+GDAL's block cache (``GDAL_CACHEMAX``, 5 % of RAM by default) comes on top; the engine does
+not change that process-wide setting.
 """
 
 from __future__ import annotations
@@ -36,9 +39,14 @@ from ..classes import ClassScheme, generated_palette
 from ..errors import OptsarError
 from ..progress import Feedback, NullFeedback, check_cancel
 from . import stats
-from .rasterize import NO_REFERENCE, StripBurner, list_ids, read_class_values, read_reference, strips
+from .rasterize import StripBurner, list_ids, read_class_values, read_reference, strips
 
 MAX_CLASSES = 1000
+STRIP_PIXELS = 4_000_000  # pixels per strip: ~35 bytes each at the peak (map, masks, index, int64 keys)
+
+
+def default_strip_rows(width: int) -> int:
+    return max(1, STRIP_PIXELS // max(1, int(width)))
 INT_RE = re.compile(r"^[+-]?\d+$")
 
 POLYGON_CAVEAT = (
@@ -243,7 +251,7 @@ def assess_accuracy(
     output_report: Optional[Union[str, Path]] = None,
     output_matrix: Optional[Union[str, Path]] = None,
     output_metrics: Optional[Union[str, Path]] = None,
-    strip_rows: int = 1024,
+    strip_rows: Optional[int] = None,
     feedback: Optional[Feedback] = None,
 ) -> AccuracyResult:
     """Assess ``classification`` (band ``band``) against ``reference`` features' ``class_field``.
@@ -251,7 +259,8 @@ def assess_accuracy(
     ``classes`` (a :class:`ClassScheme`, ``[{code, name[, color]}]`` or ``[(code, name)]``)
     overrides the classes found beside the raster; ``checkpoint`` overrides both.
     Outputs (HTML report, CSV matrix and tables, JSON metrics) are written only for the
-    paths given, each to a temporary file renamed into place at the end.
+    paths given, each to a temporary file renamed into place at the end.  ``strip_rows``
+    (default: about :data:`STRIP_PIXELS` pixels per strip) bounds the memory.
     """
     import rasterio
     from rasterio.windows import Window
@@ -289,21 +298,15 @@ def assess_accuracy(
             )
 
         burner = StripBurner(ref, src.transform, src.width, src.height, all_touched=all_touched)
-        ref_codes = np.asarray(ref.codes, dtype=np.int64)
-        n_ref = len(ref_codes)
+        ref_codes = np.asarray(burner.codes, dtype=np.int64)
         ref_lo, ref_hi = burner.rows_with_reference()
-        dtype = np.dtype(src.dtypes[band - 1])
-        small = dtype in (np.dtype("uint8"), np.dtype("uint16"))
-        nbins = 256 if dtype == np.dtype("uint8") else 65536
-        map_bins = np.zeros(nbins, dtype=np.int64) if small else None
-        map_dict: Dict[int, int] = {}
-        joint_bins = np.zeros(nbins * max(n_ref, 1), dtype=np.int64) if small else None
-        joint_dict: Dict[int, int] = {}
+        counter = _PairCounter(np.dtype(src.dtypes[band - 1]), len(ref_codes))
         ignore_arr = np.asarray(ignore, dtype=np.int64)
-        ref_ignored = np.isin(ref_codes, ignore_arr)
+        # by reference index + 1 (0 = no reference): is that reference class ignored?
+        ref_ignored1 = np.concatenate([[False], np.isin(ref_codes, ignore_arr)])
         excl = {"nodata": 0, "ignored": 0, "conflict": 0, "points_nodata": 0, "points_ignored": 0}
 
-        all_strips = list(strips(src.height, strip_rows))
+        all_strips = list(strips(src.height, strip_rows or default_strip_rows(src.width)))
         for s_i, (row_off, h) in enumerate(all_strips):
             check_cancel(feedback)
             feedback.progress(s_i / len(all_strips), f"Rows {row_off}-{row_off + h} of {src.height}")
@@ -318,63 +321,31 @@ def assess_accuracy(
                         "it is not a classification (class codes must be whole numbers)."
                     )
                 values = np.where(valid, values, 0).astype(np.int64)
-            if ignore:
-                kept = valid & ~np.isin(values, ignore_arr)
+            kept = valid & ~np.isin(values, ignore_arr) if ignore else valid
+            rs = burner.strip(row_off, h) if row_off < ref_hi and row_off + h > ref_lo else None
+            if rs is None or rs.index is None:
+                counter.add_pixels(values, kept, None)  # mapped-class counts only
             else:
-                kept = valid
-            # 1. mapped class counts over the whole map (stratum weights)
-            if small:
-                map_bins += np.bincount(values[kept].ravel(), minlength=nbins)
-            else:
-                u, c = np.unique(values[kept], return_counts=True)
-                for a, b in zip(u.tolist(), c.tolist()):
-                    map_dict[a] = map_dict.get(a, 0) + b
-            # 2. reference pairs in this strip
-            if n_ref == 0 or row_off + h <= ref_lo or row_off >= ref_hi:
-                continue
-            rs = burner.strip(row_off, h)
-            excl["conflict"] += rs.conflict_pixels
-            parts_map, parts_ref = [], []
-            if rs.codes is not None:
-                has_ref = rs.codes != NO_REFERENCE
-                ridx = np.searchsorted(ref_codes, rs.codes[has_ref])
-                vmask = valid[has_ref]
-                excl["nodata"] += int((~vmask).sum())
-                rign = ref_ignored[ridx]
-                mign = ~kept[has_ref] & vmask
-                use = vmask & ~mign & ~rign
-                excl["ignored"] += int((vmask & (mign | rign)).sum())
-                parts_map.append(values[has_ref][use])
-                parts_ref.append(ridx[use])
-            if rs.point_rows.size:
+                excl["conflict"] += rs.conflict_pixels
+                ref1 = rs.index  # int16, owned by this strip: shift in place to 0 = no reference
+                ref1 += 1
+                has_ref = ref1 > 0
+                excl["nodata"] += int(np.count_nonzero(has_ref & ~valid))
+                rign = ref_ignored1[ref1]
+                excl["ignored"] += int(np.count_nonzero(has_ref & valid & (~kept | rign)))
+                ref1[rign] = 0  # an ignored reference class: the pixel still counts as mapped area
+                counter.add_pixels(values, kept, ref1)
+            if rs is not None and rs.point_rows.size:
                 pv = valid[rs.point_rows, rs.point_cols]
                 pk = kept[rs.point_rows, rs.point_cols]
-                pr = np.searchsorted(ref_codes, rs.point_codes)
-                pri = ref_ignored[pr]
+                pr1 = rs.point_index + 1
+                pri = ref_ignored1[pr1]
                 excl["points_nodata"] += int((~pv).sum())
                 excl["points_ignored"] += int((pv & (~pk | pri)).sum())
                 use = pv & pk & ~pri
-                parts_map.append(values[rs.point_rows, rs.point_cols][use])
-                parts_ref.append(pr[use])
-            if not parts_map:
-                continue
-            mv = np.concatenate(parts_map).astype(np.int64)
-            rv = np.concatenate(parts_ref).astype(np.int64)
-            if small:
-                joint_bins += np.bincount(mv * n_ref + rv, minlength=nbins * n_ref)
-            else:
-                u, c = np.unique(mv * n_ref + rv, return_counts=True)
-                for a, b in zip(u.tolist(), c.tolist()):
-                    joint_dict[a] = joint_dict.get(a, 0) + b
+                counter.add_points(values[rs.point_rows, rs.point_cols][use], pr1[use])
         feedback.progress(1.0, "Computing statistics")
-
-        if small:
-            map_counts = {int(v): int(map_bins[v]) for v in np.flatnonzero(map_bins)}
-            nz = np.flatnonzero(joint_bins)
-            joint = {(int(k // n_ref), int(ref_codes[k % n_ref])): int(joint_bins[k]) for k in nz}
-        else:
-            map_counts = {int(k): int(v) for k, v in map_dict.items() if v}
-            joint = {(int(k // n_ref), int(ref_codes[k % n_ref])): int(v) for k, v in joint_dict.items() if v}
+        map_counts, joint = counter.result(ref_codes)
 
         transform = src.transform
         pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
@@ -409,6 +380,80 @@ def assess_accuracy(
         scheme, map_counts, joint, ignore, inputs, excl, ref, warnings, confidence,
         output_report, output_matrix, output_metrics, feedback,
     )
+
+
+class _PairCounter:
+    """Counts mapped classes over the whole map and (map value, reference class) pairs, strip by strip.
+
+    For uint8/uint16 maps one ``bincount`` per strip over ``value * (R + 1) + reference index + 1``
+    (column 0 = no reference) gives both at once, with no per-pixel Python work and no copies of
+    the reference pixels; other integer types go through ``bincount`` over the strip's value range
+    or, for very wide ranges, ``np.unique``.  Points are sample units: they add pairs only, never
+    mapped area (the pixel they fall in is already counted once as mapped area).
+    """
+
+    def __init__(self, dtype: np.dtype, n_ref: int):
+        self.r1 = n_ref + 1
+        self.small = dtype in (np.dtype("uint8"), np.dtype("uint16"))
+        self.nbins = 256 if dtype == np.dtype("uint8") else 65536
+        self.dense = np.zeros((self.nbins, self.r1), dtype=np.int64) if self.small else None
+        self.sparse: Dict[tuple, int] = {}
+        self.points: Dict[tuple, int] = {}
+
+    def add_pixels(self, values: np.ndarray, kept: np.ndarray, ref1: Optional[np.ndarray]) -> None:
+        if self.small:
+            if ref1 is None:
+                v = values if kept.all() else values[kept]
+                self.dense[:, 0] += np.bincount(v.ravel(), minlength=self.nbins)
+                return
+            # int64 keys: bincount would copy int32 input to intp anyway
+            key = values.astype(np.int64)
+            key *= self.r1
+            key += ref1
+            dump = self.nbins * self.r1
+            np.putmask(key, ~kept, dump)
+            self.dense += np.bincount(key.ravel(), minlength=dump + 1)[:dump].reshape(self.nbins, self.r1)
+            return
+        vals = values[kept].astype(np.int64)
+        if vals.size == 0:
+            return
+        refs = np.zeros(vals.size, dtype=np.int64) if ref1 is None else ref1[kept].astype(np.int64)
+        vmin = int(vals.min())
+        span = int(vals.max()) - vmin + 1
+        if span * self.r1 <= 1 << 24:
+            bc = np.bincount((vals - vmin) * self.r1 + refs, minlength=span * self.r1)
+            keys = np.flatnonzero(bc)
+            counts = bc[keys]
+            pairs = zip((keys // self.r1 + vmin).tolist(), (keys % self.r1).tolist(), counts.tolist())
+        else:
+            u, c = np.unique(vals * self.r1 + refs, return_counts=True)
+            pairs = zip((u // self.r1).tolist(), (u % self.r1).tolist(), c.tolist())
+        for v, r, n in pairs:
+            self.sparse[(v, r)] = self.sparse.get((v, r), 0) + n
+
+    def add_points(self, values: np.ndarray, ref1: np.ndarray) -> None:
+        for v, r in zip(np.asarray(values).astype(np.int64).tolist(), np.asarray(ref1).tolist()):
+            self.points[(v, r)] = self.points.get((v, r), 0) + 1
+
+    def result(self, ref_codes: np.ndarray):
+        """``({map value: pixels}, {(map value, reference code): units})``."""
+        map_counts: Dict[int, int] = {}
+        joint: Dict[tuple, int] = {}
+        if self.small:
+            rows = self.dense.sum(axis=1)
+            map_counts = {int(v): int(rows[v]) for v in np.flatnonzero(rows)}
+            for v, r in zip(*np.nonzero(self.dense[:, 1:])):
+                joint[(int(v), int(ref_codes[r]))] = int(self.dense[v, r + 1])
+        else:
+            for (v, r), n in self.sparse.items():
+                map_counts[v] = map_counts.get(v, 0) + n
+                if r > 0:
+                    key = (v, int(ref_codes[r - 1]))
+                    joint[key] = joint.get(key, 0) + n
+        for (v, r), n in self.points.items():
+            key = (v, int(ref_codes[r - 1]))
+            joint[key] = joint.get(key, 0) + n
+        return map_counts, joint
 
 
 def _area_unit(crs):

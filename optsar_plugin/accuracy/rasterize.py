@@ -6,8 +6,9 @@ geometries are repaired (``MakeValid``, then ``Buffer(0)``) or dropped and repor
 feature id, and features entirely outside the raster are counted and reported.
 
 Polygons (and lines) are burnt strip by strip with :func:`rasterio.features.rasterize`
-so memory stays bounded whatever the raster size: one ``int32`` strip of reference codes
-plus one ``uint8`` mask per class present in the strip.  Each class is burnt as its own
+so memory stays bounded whatever the raster size: one ``int16`` strip of reference class
+indices (positions in :attr:`ReferenceData.codes`) plus one ``uint8`` mask per class
+present in the strip.  Each class is burnt as its own
 mask, so overlapping polygons *of the same class* simply merge, while pixels claimed by
 polygons of *different* classes are excluded and counted as conflicts.
 
@@ -162,10 +163,11 @@ def read_class_values(path: str, layer_name: Optional[str], class_field: str) ->
     ds, layer = _open_layer(path, layer_name)
     kind = _field_kind(layer, class_field)
     values = set()
+    idx = layer.GetLayerDefn().GetFieldIndex(class_field)
     layer.ResetReading()
     for feat in layer:
-        if feat.IsFieldSetAndNotNull(class_field):
-            values.add(feat.GetField(class_field))
+        if feat.IsFieldSetAndNotNull(idx):
+            values.add(feat.GetField(idx))
     del ds
     return kind, sorted(values, key=lambda v: (isinstance(v, str), v))
 
@@ -187,6 +189,7 @@ def read_reference(
     gdal, ogr, osr = _ogr()
     ds, layer = _open_layer(path, layer_name)
     _field_kind(layer, class_field)
+    field_index = layer.GetLayerDefn().GetFieldIndex(class_field)
     out = ReferenceData(path=str(path), layer=layer.GetName(), class_field=class_field)
 
     transform = None
@@ -215,12 +218,11 @@ def read_reference(
         for feat in layer:
             out.n_features += 1
             fid = int(feat.GetFID())
-            if not feat.IsFieldSetAndNotNull(class_field) or (
-                isinstance(feat.GetField(class_field), str) and not feat.GetField(class_field).strip()
-            ):
+            value = feat.GetField(field_index) if feat.IsFieldSetAndNotNull(field_index) else None
+            if value is None or (isinstance(value, str) and not value.strip()):
                 out.null_class_ids.append(fid)
                 continue
-            code = int(resolve(feat.GetField(class_field)))
+            code = int(resolve(value))
             geom = feat.GetGeometryRef()
             if geom is None or geom.IsEmpty():
                 out.empty_geometry_ids.append(fid)
@@ -285,15 +287,15 @@ def read_reference(
 class ReferenceStrip:
     row_off: int
     height: int
-    codes: Optional[np.ndarray]  # (height, width) int32, NO_REFERENCE where no (or conflicting) reference
+    index: Optional[np.ndarray]  # (height, width) int16: position in ReferenceData.codes, NO_REFERENCE (-1) if none
     conflict_pixels: int
     point_rows: np.ndarray  # rows relative to the strip
     point_cols: np.ndarray
-    point_codes: np.ndarray
+    point_index: np.ndarray  # position in ReferenceData.codes
 
 
 class StripBurner:
-    """Burns :class:`ReferenceData` strip by strip on a raster grid."""
+    """Burns :class:`ReferenceData` strip by strip on a raster grid, as class indices."""
 
     def __init__(self, ref: ReferenceData, transform, width: int, height: int, all_touched: bool = False):
         self.ref = ref
@@ -301,11 +303,16 @@ class StripBurner:
         self.width = int(width)
         self.height = int(height)
         self.all_touched = bool(all_touched)
-        # per class: the shapes and their envelopes as arrays for a fast strip filter
+        self.codes = ref.codes
+        if len(self.codes) > np.iinfo(np.int16).max:
+            raise ValueError("too many reference classes")
+        position = {c: i for i, c in enumerate(self.codes)}
+        # per class: its index, the shapes and their envelopes as an array for a fast strip filter
         self._classes = []
         for code, items in sorted(ref.shapes_by_code.items()):
             env = np.asarray([b for _, b in items], dtype=np.float64).reshape(-1, 4)
-            self._classes.append((code, [g for g, _ in items], env))
+            self._classes.append((position[code], [g for g, _ in items], env))
+        self._pindex = np.asarray([position[int(c)] for c in ref.point_codes], dtype=np.int64)
         # points: pixel indices (floor of the inverse transform), clipped to the grid edge
         if len(ref.point_xy):
             inv = ~transform
@@ -348,9 +355,9 @@ class StripBurner:
         ylo, yhi = min(y0, y1), max(y0, y1)
         # a pixel-size margin so that all_touched edges are not lost by the filter
         margin = abs(self.transform.e)
-        codes = None
-        conflict_pixels = 0
-        for code, geoms, env in self._classes:
+        index = None
+        conflict = None
+        for k, geoms, env in self._classes:
             sel = np.flatnonzero((env[:, 3] >= ylo - margin) & (env[:, 1] <= yhi + margin))
             if sel.size == 0:
                 continue
@@ -362,23 +369,24 @@ class StripBurner:
                 all_touched=self.all_touched,
                 dtype="uint8",
             ).view(bool)
-            if codes is None:
-                codes = np.full((height, self.width), NO_REFERENCE, dtype=np.int32)
+            if index is None:
+                index = np.full((height, self.width), NO_REFERENCE, dtype=np.int16)
                 conflict = np.zeros((height, self.width), dtype=bool)
-            conflict |= mask & (codes != NO_REFERENCE)
-            codes[mask] = code
-        if codes is not None and conflict.any():
+            conflict |= mask & (index != NO_REFERENCE)  # claimed by a polygon of another class
+            index[mask] = k
+        conflict_pixels = 0
+        if conflict is not None and conflict.any():
             conflict_pixels = int(conflict.sum())
-            codes[conflict] = NO_REFERENCE
+            index[conflict] = NO_REFERENCE
         sel = (self._prow >= row_off) & (self._prow < row_off + height)
         return ReferenceStrip(
             row_off=row_off,
             height=height,
-            codes=codes,
+            index=index,
             conflict_pixels=conflict_pixels,
             point_rows=self._prow[sel] - row_off,
             point_cols=self._pcol[sel],
-            point_codes=self.ref.point_codes[sel],
+            point_index=self._pindex[sel],
         )
 
 

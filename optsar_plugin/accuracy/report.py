@@ -300,26 +300,29 @@ def heatmap_svg(cm: np.ndarray, labels: Sequence[str], cell: int = 44) -> str:
 
     Cell colour is the share of the map row's reference pixels (the row-normalised matrix,
     white = 0 to dark blue = 1), so classes of very different sizes stay readable; each cell
-    shows the pixel count.  Rows are map classes, columns reference classes.
+    shows the pixel count and, on hover, the share.  Rows are map classes, columns reference
+    classes; the diagonal is outlined in red.
     """
     cm = np.asarray(cm, dtype=np.float64)
     k = cm.shape[0]
-    label_w = max([len(s) for s in labels] + [6]) * 7 + 16
-    top = label_w
-    left = label_w
-    width = left + k * cell + 20
-    height = top + k * cell + 40
+    longest = max([len(s) for s in labels] + [1])
+    label_w = longest * 7 + 12
+    left = label_w + 22  # room for the vertical 'map' title
+    top = int(longest * 7 * 0.87) + 34  # rotated (-60°) column labels + the 'reference' title
+    width = max(left + k * cell + int(longest * 7 * 0.5) + 10, 260)  # the last rotated label leans right
+    height = top + k * cell + 10
     rows = cm.sum(axis=1)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="Confusion matrix heatmap" '
-        'font-family="sans-serif" font-size="11">'
+        'font-family="sans-serif" font-size="11">',
+        f'<text x="{left + k * cell / 2}" y="14" text-anchor="middle" font-weight="bold">reference</text>',
+        f'<text x="12" y="{top + k * cell / 2}" text-anchor="middle" font-weight="bold" '
+        f'transform="rotate(-90 12 {top + k * cell / 2})">map</text>',
     ]
     for j, lab in enumerate(labels):
         x = left + j * cell + cell / 2
-        parts.append(
-            f'<text x="{x:.1f}" y="{top - 6}" transform="rotate(-60 {x:.1f} {top - 6})">{html.escape(lab)}</text>'
-        )
+        parts.append(f'<text x="{x:.1f}" y="{top - 6}" transform="rotate(-60 {x:.1f} {top - 6})">{html.escape(lab)}</text>')
     for i, lab in enumerate(labels):
         y = top + i * cell + cell / 2 + 4
         parts.append(f'<text x="{left - 6}" y="{y:.1f}" text-anchor="end">{html.escape(lab)}</text>')
@@ -328,20 +331,18 @@ def heatmap_svg(cm: np.ndarray, labels: Sequence[str], cell: int = 44) -> str:
             r, g, b = _mix((255, 255, 255), (8, 48, 107), share)
             fg = "#fff" if share > 0.5 else "#000"
             x0, y0 = left + j * cell, top + i * cell
-            stroke = ' stroke="#d62728" stroke-width="2"' if i == j else ' stroke="#ccc"'
             parts.append(
-                f'<rect x="{x0}" y="{y0}" width="{cell}" height="{cell}" fill="rgb({r},{g},{b})"{stroke}>'
+                f'<rect x="{x0}" y="{y0}" width="{cell}" height="{cell}" fill="rgb({r},{g},{b})" stroke="#ccc">'
                 f"<title>map {html.escape(labels[i])} / reference {html.escape(labels[j])}: {int(cm[i, j])} px "
                 f"({100 * share:.1f} % of the row)</title></rect>"
             )
             text = f"{int(cm[i, j])}" if cm[i, j] < 1e5 else f"{cm[i, j]:.2g}"
-            parts.append(
-                f'<text x="{x0 + cell / 2}" y="{y0 + cell / 2 + 4}" text-anchor="middle" fill="{fg}">{text}</text>'
-            )
-    parts.append(
-        f'<text x="{left + k * cell / 2}" y="{top + k * cell + 28}" text-anchor="middle" font-weight="bold">'
-        "reference (columns) — map (rows)</text>"
-    )
+            parts.append(f'<text x="{x0 + cell / 2}" y="{y0 + cell / 2 + 4}" text-anchor="middle" fill="{fg}">{text}</text>')
+    for i in range(k):  # the diagonal on top of all cells
+        parts.append(
+            f'<rect x="{left + i * cell + 1}" y="{top + i * cell + 1}" width="{cell - 2}" height="{cell - 2}" '
+            'fill="none" stroke="#d62728" stroke-width="2"/>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 

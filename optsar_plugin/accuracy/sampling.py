@@ -246,7 +246,7 @@ def stratified_sample(
     ignore_values: Optional[Sequence[int]] = None,
     checkpoint: Optional[str] = None,
     classes=None,
-    strip_rows: int = 1024,
+    strip_rows: Optional[int] = None,
     feedback: Optional[Feedback] = None,
 ) -> SampleResult:
     """Draw a stratified random sample of pixels and write it as a point layer (GeoPackage).
@@ -257,7 +257,7 @@ def stratified_sample(
     import rasterio
     from rasterio.windows import Window
 
-    from .assess import _parse_ignore, classification_classes
+    from .assess import _parse_ignore, classification_classes, default_strip_rows
 
     feedback = feedback or NullFeedback()
     classification = str(classification)
@@ -281,6 +281,7 @@ def stratified_sample(
         if not 1 <= int(band) <= src.count:
             raise OptsarError(f"The classification '{classification}' has {src.count} band(s); band {band} does not exist.")
         band = int(band)
+        strip_rows = int(strip_rows or default_strip_rows(src.width))
         scheme, _source = classification_classes(classification, band, checkpoint, classes)
         counts = _count_classes(src, band, strip_rows, ignore, feedback)
         if not counts:
