@@ -24,7 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Small configurations of the three networks (64 x 64 tiles on the CPU).
 TINY = {
-    "mosfnet": {"optical_bands": 4, "sar_bands": 1, "num_classes": 5},
+    "mosfnet": {
+        "optical_bands": 4,
+        "sar_bands": 1,
+        "num_classes": 5,
+        "decoder_channels": 32,
+        "d_state": 4,
+        "ssm_ratio": 1.0,
+    },
     "specsar_former": {
         "optical_bands": 4,
         "sar_bands": 2,
@@ -152,7 +159,7 @@ def test_save_load_gives_identical_outputs(tmp_path, name):
     with torch.no_grad():
         before = model(optical, sar)
     meta = _metadata(config["optical_bands"], config["sar_bands"])
-    meta["model"] = {"name": name}  # the config comes from model.config
+    # No "model" entry: the name comes from model.model_name or the registry module, the config from model.config.
     path = tmp_path / f"{name}.safetensors"
     written = ck.save_checkpoint(path, model, meta)
     assert written["model"]["name"] == name
