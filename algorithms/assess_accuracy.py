@@ -86,7 +86,7 @@ class AssessAccuracyAlgorithm(OptsarAlgorithm):
         "names. Class 0 is an ordinary class.<br>"
         "<b>All touched</b> (ALL_TOUCHED): burn every pixel a polygon touches instead of pixels whose centre is inside.<br>"
         "<b>Ignore values</b> (IGNORE_VALUES, optional): comma-separated class codes left out of map and reference "
-        "(e.g. clouds).<br>"
+        "(e.g. clouds, or 0 where a map uses 0 for 'unclassified' without declaring it nodata).<br>"
         "<b>Confidence</b> (CONFIDENCE, default 0.95): level of the confidence intervals.<br>"
         "<b>Checkpoint</b> (CHECKPOINT, optional): an OptSAR Fusion checkpoint whose metadata names the classes.<br><br>"
         "Outputs: an HTML report (OUTPUT_REPORT: inputs, heatmap of the matrix, per-class table, area table, "

@@ -28,6 +28,7 @@ not change that process-wide setting.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,7 @@ def make_resolver(path: str, layer: Optional[str], class_field: str, scheme: Opt
         if kind == "integer":
             mapping[v] = int(v)
         elif kind == "real":
-            if float(v) != int(v):
+            if not math.isfinite(float(v)) or float(v) != int(v):
                 raise OptsarError(
                     f"The class field '{class_field}' of '{path}' holds {v}, which is not a whole number class code."
                 )
@@ -273,12 +274,11 @@ def assess_accuracy(
     ignore = _parse_ignore(ignore_values)
     warnings: List[str] = []
 
-    if not Path(classification).is_file():
-        raise OptsarError(f"The classification raster '{classification}' does not exist.")
-    try:
+    try:  # not only files: GDAL subdatasets and /vsi paths open too
         src = rasterio.open(classification)
     except rasterio.errors.RasterioIOError as exc:
-        raise OptsarError(f"Cannot open the classification raster '{classification}': {exc}") from None
+        missing = "does not exist" if not Path(classification).exists() else "cannot be read"
+        raise OptsarError(f"The classification raster '{classification}' {missing}: {exc}") from None
     with src:
         if not 1 <= int(band) <= src.count:
             raise OptsarError(f"The classification '{classification}' has {src.count} band(s); band {band} does not exist.")

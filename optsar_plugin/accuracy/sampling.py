@@ -270,12 +270,11 @@ def stratified_sample(
     if int(total) < 0:
         raise OptsarError(f"The sample size must not be negative, got {total}.")
     ignore = _parse_ignore(ignore_values)
-    if not Path(classification).is_file():
-        raise OptsarError(f"The classification raster '{classification}' does not exist.")
-    try:
+    try:  # not only files: GDAL subdatasets and /vsi paths open too
         src = rasterio.open(classification)
     except rasterio.errors.RasterioIOError as exc:
-        raise OptsarError(f"Cannot open the classification raster '{classification}': {exc}") from None
+        missing = "does not exist" if not Path(classification).exists() else "cannot be read"
+        raise OptsarError(f"The classification raster '{classification}' {missing}: {exc}") from None
     warnings: List[str] = []
     with src:
         if not 1 <= int(band) <= src.count:
@@ -407,7 +406,9 @@ def _write_points(output: Path, driver_name: str, layer_name: str, crs_wkt, xs, 
             lyr.SetMetadataItem("DESCRIPTION", "Stratified random sample (OptSAR Fusion); label the 'reference' field")
             lyr.SetMetadataItem("OPTSAR_STRATA", json.dumps(strata))
         defn = lyr.GetLayerDefn()
-        lyr.StartTransaction()
+        transactions = bool(lyr.TestCapability(ogr.OLCTransactions))
+        if transactions:
+            lyr.StartTransaction()
         for i, (x, y, c) in enumerate(zip(xs, ys, codes)):
             f = ogr.Feature(defn)
             f.SetField("sample_id", i + 1)
@@ -417,7 +418,8 @@ def _write_points(output: Path, driver_name: str, layer_name: str, crs_wkt, xs, 
             pt.AddPoint_2D(float(x), float(y))
             f.SetGeometry(pt)
             lyr.CreateFeature(f)
-        lyr.CommitTransaction()
+        if transactions:
+            lyr.CommitTransaction()
         ds = None
         os.replace(tmp, output)
     except BaseException:
