@@ -112,13 +112,13 @@ def check_tiling(tile_size: int, overlap: int) -> None:
 
 
 def default_tile(metadata: Optional[Dict]) -> int:
-    """The checkpoint's training tile rounded down to a multiple of 32 (>= 64), else :data:`DEFAULT_TILE`."""
+    """The checkpoint's training tile rounded to the nearest multiple of 32 (>= 64; 510 -> 512), else 512."""
     t = (metadata or {}).get("tile_size")
     try:
         t = int(t)
     except (TypeError, ValueError):
         return DEFAULT_TILE
-    return max(MIN_TILE, (t // 32) * 32)
+    return max(MIN_TILE, int(round(t / 32)) * 32)
 
 
 def default_overlap(tile_size: int) -> int:
@@ -818,9 +818,9 @@ def classify(
     ``checkpoint``: an OptSAR checkpoint (:mod:`optsar_plugin.checkpoints`); ``model``:
     if given, the network the checkpoint must hold; ``extent``: (xmin, ymin, xmax,
     ymax) in ``extent_crs`` (default the optical CRS), snapped outwards to optical
-    pixels; ``tile_size`` (default: the checkpoint's training tile rounded down to a
-    multiple of 32), ``overlap``, ``batch_size``; ``device`` auto/cuda/cpu;
-    ``precision`` fp32/bf16/fp16; ``output_confidence``/``output_probabilities``:
+    pixels; ``tile_size`` (default: the checkpoint's training tile rounded to a
+    multiple of 32, 510 -> 512), ``overlap`` (default min(64, tile/4)), ``batch_size``;
+    ``device`` auto/cuda/cpu; ``precision`` fp32/bf16/fp16; ``output_confidence``/``output_probabilities``:
     optional float32 outputs; ``cloud_mode`` auto/keep/zero (module docstring).
 
     Returns ``{"output", "confidence", "probabilities", "qml", "width", "height",

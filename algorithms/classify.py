@@ -1,0 +1,300 @@
+"""optsar:classify: land cover from an optical + SAR pair with a trained checkpoint (thin skin over the engine).
+
+Everything happens in :func:`optsar_plugin.inference.classify`; this file turns
+parameters into its arguments, checks early what can be known before a run
+(:meth:`ClassifyAlgorithm.checkParameterValues`), and styles the loaded output
+with a layer post-processor.  No GUI calls: it runs the same from the Toolbox,
+the graphical modeler and ``qgis_process``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import (
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .assess_accuracy import raster_path
+from .base import FeedbackAdapter, OptsarAlgorithm
+
+MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
+DEVICES = ("auto", "cuda", "cpu")
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_TILE = 512
+DEFAULT_BATCH = 4
+
+# Processing keeps only a C++ pointer to a post-processor; the Python object must stay
+# referenced until the layer has been loaded and styled, or it is garbage-collected.
+_POST_PROCESSORS = {}
+
+
+class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Applies the classification's ``.qml`` (paletted classes) to the layer Processing loads."""
+
+    def __init__(self, qml_path):
+        super().__init__()
+        self.qml_path = qml_path
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API name)
+        if layer is None or not self.qml_path or not os.path.isfile(self.qml_path):
+            return
+        message, ok = layer.loadNamedStyle(self.qml_path)
+        if not ok and feedback is not None:
+            feedback.reportError(f"Could not apply the class style {self.qml_path}: {message}", fatalError=False)
+        layer.triggerRepaint()
+
+
+class ClassifyAlgorithm(OptsarAlgorithm):
+    NAME = "classify"
+    DISPLAY = "Classify land cover (optical + SAR)"
+    GROUP = "Land cover"
+    GROUP_ID = "landcover"
+    HELP_ANCHOR = "optsarclassify"
+    TAGS = ("classification", "segmentation", "inference", "sentinel-1", "sentinel-2", "deep learning", "mosfnet",
+            "specsar-former", "cloudlulc-net")
+
+    OPTICAL = "OPTICAL"
+    OPTICAL_BANDS = "OPTICAL_BANDS"
+    SAR = "SAR"
+    SAR_BANDS = "SAR_BANDS"
+    CLOUD_MASK = "CLOUD_MASK"
+    MODEL = "MODEL"
+    CHECKPOINT = "CHECKPOINT"
+    EXTENT = "EXTENT"
+    DEVICE = "DEVICE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    PRECISION = "PRECISION"
+    OUTPUT = "OUTPUT"
+    OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
+    OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
+
+    HELP = (
+        "Maps land cover from an optical image and a SAR image with a trained OptSAR Fusion network "
+        "(MOSFNet, SpecSAR-Former or CloudLULC-Net). The scene is processed in overlapping windows whose class "
+        "probabilities are blended smoothly, so there are no seams, and memory stays bounded for scenes of any "
+        "size.<br><br>"
+        "<b>Optical raster</b> (OPTICAL): e.g. Sentinel-2. Its pixel grid and CRS are the output's grid.<br>"
+        "<b>Optical bands</b> (OPTICAL_BANDS, optional): the bands to use, <i>in the order the checkpoint was trained "
+        "with</i> (default: all bands in file order). Their number must match the checkpoint.<br>"
+        "<b>SAR raster</b> (SAR): e.g. Sentinel-1 VV/VH. It may have another CRS, resolution or extent: it is "
+        "reprojected bilinearly onto the optical grid window by window. It must overlap the optical raster and both "
+        "must have a CRS.<br>"
+        "<b>SAR bands</b> (SAR_BANDS, optional): as for the optical bands.<br>"
+        "<b>Cloud mask</b> (CLOUD_MASK, optional): a raster (any grid; nearest neighbour) where non-zero means cloud "
+        "or shadow. Cloudy pixels keep their prediction (the SAR fills in). CloudLULC-Net sees the optical data as is "
+        "(it is trained on cloudy scenes); for MOSFNet and SpecSAR-Former the cloudy optical pixels are set to the "
+        "training median so the network relies on the SAR there. The mask and the cloudy share are recorded in the "
+        "output's metadata.<br>"
+        "<b>Model</b> (MODEL, optional): the network the checkpoint must hold; left empty, the checkpoint's network "
+        "is used.<br>"
+        "<b>Checkpoint</b> (CHECKPOINT): a .safetensors file written by 'Train'; it holds the weights, band names, "
+        "normalisation and classes.<br>"
+        "<b>Extent</b> (EXTENT, optional): classify only this area (snapped outwards to optical pixels).<br>"
+        "<b>Advanced</b>: <b>Device</b> (DEVICE: auto uses a CUDA GPU when there is one and warns when it falls back "
+        "to the CPU; cuda; cpu). <b>Tile size</b> (TILE_SIZE, default 512 px): window edge, a multiple of 32 (at "
+        "least 64); larger tiles give the network more context but need more memory. <b>Overlap</b> (OVERLAP, "
+        "optional, default the smaller of 64 px and a quarter of the tile): pixels shared by neighbouring windows, "
+        "less than half the tile. <b>Batch size</b> (BATCH_SIZE, default 4): windows per forward pass. <b>Precision</b> "
+        "(PRECISION: fp32, or bf16/fp16 mixed precision on a CUDA GPU; on the CPU always fp32). If the GPU runs out "
+        "of memory the batch and then the tile are halved automatically, with a warning.<br><br>"
+        "Outputs: <b>Land cover</b> (OUTPUT): a tiled, compressed 8-bit GeoTIFF with the checkpoint's class codes "
+        "(class 0 is an ordinary class; 255 = nodata, where all optical bands or all SAR bands are nodata), a colour "
+        "table and class names, metadata (model, checkpoint hash, date) and a .qml style beside it. "
+        "<b>Confidence</b> (OUTPUT_CONFIDENCE, optional): the highest class probability per pixel. "
+        "<b>Class probabilities</b> (OUTPUT_PROBABILITIES, optional): one band per class, named after it.<br>"
+        "A failed or cancelled run leaves no partial output."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, "Optical raster"))
+        self.addParameter(
+            QgsProcessingParameterBand(
+                self.OPTICAL_BANDS, "Optical bands, in training order (default: all)",
+                parentLayerParameterName=self.OPTICAL, optional=True, allowMultiple=True,
+            )
+        )
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, "SAR raster"))
+        self.addParameter(
+            QgsProcessingParameterBand(
+                self.SAR_BANDS, "SAR bands, in training order (default: all)",
+                parentLayerParameterName=self.SAR, optional=True, allowMultiple=True,
+            )
+        )
+        self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, "Cloud mask (non-zero = cloud)", optional=True))
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.MODEL, "Model (must match the checkpoint; empty = the checkpoint's)", options=list(MODELS),
+                allowMultiple=False, defaultValue=None, optional=True, usesStaticStrings=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.CHECKPOINT, "Checkpoint", behavior=QgsProcessingParameterFile.Behavior.File,
+                fileFilter="OptSAR Fusion checkpoints (*.safetensors);;All files (*.*)",
+            )
+        )
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole optical raster)", optional=True))
+        advanced = [
+            QgsProcessingParameterEnum(
+                self.DEVICE, "Device", options=list(DEVICES), defaultValue="auto", usesStaticStrings=True,
+            ),
+            QgsProcessingParameterNumber(
+                self.TILE_SIZE, "Tile size (px, multiple of 32)", type=QgsProcessingParameterNumber.Type.Integer,
+                defaultValue=DEFAULT_TILE, minValue=64, maxValue=4096,
+            ),
+            QgsProcessingParameterNumber(
+                self.OVERLAP, "Overlap between tiles (px, < tile/2; default min(64, tile/4))",
+                type=QgsProcessingParameterNumber.Type.Integer, defaultValue=None, minValue=0, maxValue=2047,
+                optional=True,
+            ),
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, "Batch size (tiles per forward pass)", type=QgsProcessingParameterNumber.Type.Integer,
+                defaultValue=DEFAULT_BATCH, minValue=1, maxValue=256,
+            ),
+            QgsProcessingParameterEnum(
+                self.PRECISION, "Precision (bf16/fp16 on CUDA only)", options=list(PRECISIONS), defaultValue="fp32",
+                usesStaticStrings=True,
+            ),
+        ]
+        for p in advanced:
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land cover"))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_CONFIDENCE, "Confidence (max class probability)", optional=True, createByDefault=False,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_PROBABILITIES, "Class probabilities", optional=True, createByDefault=False,
+            )
+        )
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def _overlap(self, parameters, context):
+        value = parameters.get(self.OVERLAP)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self.parameterAsInt(parameters, self.OVERLAP, context)
+
+    def _bands(self, parameters, name, context):
+        if not parameters.get(name):
+            return None
+        return [int(b) for b in self.parameterAsInts(parameters, name, context)] or None
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        from optsar_plugin.errors import OptsarError
+        from optsar_plugin.inference import check_tiling, default_overlap
+
+        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        overlap = self._overlap(parameters, context)
+        try:
+            check_tiling(tile, default_overlap(tile) if overlap is None else overlap)
+        except OptsarError as exc:
+            return False, str(exc)
+        checkpoint = self.parameterAsFile(parameters, self.CHECKPOINT, context)
+        if not checkpoint or not os.path.isfile(checkpoint):
+            return False, f"The checkpoint '{checkpoint}' does not exist; choose a .safetensors file written by 'Train'."
+        from optsar_plugin.checkpoints import read_metadata
+
+        try:
+            metadata = read_metadata(checkpoint)
+        except OptsarError as exc:
+            return False, str(exc)
+        actual = (metadata.get("model") or {}).get("name")
+        model = self.parameterAsEnumString(parameters, self.MODEL, context) if parameters.get(self.MODEL) else ""
+        if model and model != actual:
+            return False, (
+                f"The checkpoint '{os.path.basename(checkpoint)}' holds a {actual} network, but MODEL is {model}. "
+                f"Choose {actual} (or leave MODEL empty), or a {model} checkpoint."
+            )
+        expected = metadata.get("bands") or {}
+        for param, bands_param, kind, label in (
+            (self.OPTICAL, self.OPTICAL_BANDS, "optical", "optical"),
+            (self.SAR, self.SAR_BANDS, "sar", "SAR"),
+        ):
+            layer = self.parameterAsRasterLayer(parameters, param, context)
+            if layer is None:
+                continue  # produced by an earlier step of a model; the engine checks it when it runs
+            chosen = self._bands(parameters, bands_param, context) or list(range(1, layer.bandCount() + 1))
+            names = list(expected.get(kind) or [])
+            if names and len(chosen) != len(names):
+                return False, (
+                    f"The checkpoint '{os.path.basename(checkpoint)}' ({actual}) was trained on {len(names)} {label} "
+                    f"band(s) in this order: {', '.join(map(str, names))}; {len(chosen)} band(s) of "
+                    f"'{layer.name()}' were chosen ({', '.join(map(str, chosen))}). Set {bands_param} to the same "
+                    "bands in the same order."
+                )
+        return True, ""
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from optsar_plugin.inference import classify
+
+        optical_layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
+        optical = raster_path(optical_layer, "optical")
+        sar = raster_path(self.parameterAsRasterLayer(parameters, self.SAR, context), "SAR")
+        cloud = None
+        if parameters.get(self.CLOUD_MASK):
+            cloud = raster_path(self.parameterAsRasterLayer(parameters, self.CLOUD_MASK, context), "cloud mask")
+        extent = None
+        if parameters.get(self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, optical_layer.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        model = self.parameterAsEnumString(parameters, self.MODEL, context) if parameters.get(self.MODEL) else None
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        confidence = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
+        probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
+        result = self.run_engine(
+            classify,
+            optical,
+            sar,
+            self.parameterAsFile(parameters, self.CHECKPOINT, context),
+            output,
+            optical_bands=self._bands(parameters, self.OPTICAL_BANDS, context),
+            sar_bands=self._bands(parameters, self.SAR_BANDS, context),
+            cloud_mask=cloud,
+            model=model,
+            extent=extent,
+            extent_crs=None,
+            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap=self._overlap(parameters, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "fp32",
+            output_confidence=confidence,
+            output_probabilities=probabilities,
+            feedback=FeedbackAdapter(feedback),
+        )
+        share = result["seconds_model"] / result["seconds"] if result["seconds"] else 0.0
+        feedback.pushInfo(
+            f"Classified {result['width']} x {result['height']} px in {result['windows']} window(s) in "
+            f"{result['seconds']:.1f} s ({100 * share:.0f} % in the network) on {result['device']}."
+        )
+        if context.willLoadLayerOnCompletion(output):
+            processor = ClassStylePostProcessor(result["qml"])
+            _POST_PROCESSORS[output] = processor
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
+        return {
+            self.OUTPUT: result["output"],
+            self.OUTPUT_CONFIDENCE: result["confidence"],
+            self.OUTPUT_PROBABILITIES: result["probabilities"],
+        }
