@@ -181,3 +181,19 @@ def test_provider_loads_every_algorithm_without_torch(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{ROOT}", QT_QPA_PLATFORM="offscreen")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+UNQUALIFIED_ENUM = __import__("re").compile(
+    r"\b(QgsProcessingParameterNumber\.(Integer|Double)|QgsProcessingParameterDefinition\.Flag\w+"
+    r"|QgsProcessing\.Type\w+|Qgis\.(Info|Warning|Critical|Success)|QgsProcessingParameterField\.(Any|Numeric|String|DateTime))\b"
+)
+
+
+def test_enums_are_fully_qualified_for_qt6():
+    """PyQt6 (QGIS 4) only accepts scoped enum access, e.g. QgsProcessingParameterNumber.Type.Integer."""
+    offenders = []
+    for path in [*(ROOT / "algorithms").glob("*.py"), ROOT / "plugin.py", *(ROOT / "scripts").glob("*.py")]:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if UNQUALIFIED_ENUM.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == []
