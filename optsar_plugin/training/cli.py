@@ -1,0 +1,86 @@
+"""``python -m optsar_plugin train``: the training engine on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..models import MODEL_NAMES
+
+
+def _int_list(text: str):
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated band numbers such as 1,2,3, got '{text}'") from None
+
+
+def _json_dict(text: str):
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got '{text}' ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got '{text}'")
+    return value
+
+
+def add_arguments(parser) -> None:
+    from .loop import CLOUD_MODES, CLOUD_SIMULATION, DEVICES, MODEL_SIZES, PRECISIONS
+
+    parser.description = "Train or fine-tune a network on optical + SAR rasters and reference labels; write a checkpoint."
+    parser.add_argument("--optical", required=True, help="optical raster (its grid is the training grid)")
+    parser.add_argument("--sar", required=True, help="SAR raster (any CRS/resolution; warped bilinearly)")
+    parser.add_argument("--optical-bands", type=_int_list, default=None, help="1-based band numbers, e.g. 2,3,4,8")
+    parser.add_argument("--sar-bands", type=_int_list, default=None, help="1-based band numbers, e.g. 1,2")
+    parser.add_argument("--cloud-mask", default=None, help="optional cloud mask raster (non-zero = cloud)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--reference", help="reference polygons (vector file; 'file.gpkg|layername=x' accepted)")
+    src.add_argument("--labels", help="label raster of class codes (nodata/255 = unlabelled)")
+    parser.add_argument("--class-field", default=None, help="field with class codes or names (with --reference)")
+    parser.add_argument("--name-field", default=None, help="optional field with class names (when CLASS_FIELD has codes)")
+    parser.add_argument("--reference-layer", default=None, help="layer name inside the reference file")
+    parser.add_argument("--model", choices=MODEL_NAMES, default="specsar_former")
+    parser.add_argument("--model-size", choices=MODEL_SIZES, default="small",
+                        help="paper: as published; small: narrow and shallow, for CPU training (default)")
+    parser.add_argument("--model-options", type=_json_dict, default=None, help='constructor options as JSON, e.g. \'{"depth": 2}\'')
+    parser.add_argument("--init-checkpoint", default=None, help="checkpoint of the same network to fine-tune")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--tile-size", type=int, default=256, help="training tile edge in px (multiple of 32, >= 64)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=0.0, help="0 = the model's recipe")
+    parser.add_argument("--validation-fraction", type=float, default=0.2, help="labelled share held out in spatial blocks")
+    parser.add_argument("--steps-per-epoch", type=int, default=0, help="0 = cover the training blocks once")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: CUDA autocast")
+    parser.add_argument("--cloud-simulation", choices=CLOUD_SIMULATION, default="auto",
+                        help="simulated clouds on training tiles (auto: CloudLULC-Net only)")
+    parser.add_argument("--cloud-mode", choices=CLOUD_MODES, default="auto",
+                        help="optical data under the cloud mask: keep, zero (auto: keep for CloudLULC-Net)")
+    parser.add_argument("--output", required=True, help="checkpoint to write (.safetensors)")
+    parser.add_argument("--log", default=None, help="optional CSV log, one row per epoch")
+    parser.add_argument("--curve", default=None, help="optional HTML training curve")
+
+
+def run_cli(args, feedback) -> int:
+    from .loop import train
+
+    result = train(
+        args.optical, args.sar, args.output,
+        reference=args.reference, class_field=args.class_field, name_field=args.name_field,
+        reference_layer=args.reference_layer, labels=args.labels, optical_bands=args.optical_bands,
+        sar_bands=args.sar_bands, cloud_mask=args.cloud_mask, model=args.model, model_size=args.model_size,
+        model_options=args.model_options, init_checkpoint=args.init_checkpoint, epochs=args.epochs,
+        tile_size=args.tile_size, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        validation_fraction=args.validation_fraction, seed=args.seed, device=args.device, output_log=args.log,
+        output_curve=args.curve, steps_per_epoch=args.steps_per_epoch or None,
+        cloud_simulation=args.cloud_simulation, cloud_mode=args.cloud_mode, precision=args.precision,
+        feedback=feedback,
+    )
+    best = result["best"]
+    feedback.info(
+        f"Best epoch {result['best_epoch']}: validation mIoU {best.get('val_miou')}, OA {best.get('val_oa')}; "
+        f"{result['seconds_per_epoch']} s per epoch on {result['device']}."
+    )
+    return 0
