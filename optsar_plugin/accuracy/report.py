@@ -492,7 +492,7 @@ def to_html(metrics: Dict) -> str:
         "user's accuracy = correct / map total of the class on the reference (commission = 1 − UA); "
         "F1 = 2·correct / (map + reference totals); IoU = correct / (map + reference − correct); mIoU and macro F1 average the classes "
         "where the measure is defined. Kappa variance: delta method (Congalton &amp; Green 2009). Area-adjusted estimators, standard "
-        "errors and intervals: Olofsson et al. (2014), Remote Sensing of Environment 148:42–57, eq. 1–11. "
+        "errors and intervals: Olofsson et al. (2014), Remote Sensing of Environment 148:42–57, section 4. "
         "n/a marks a value that is undefined (a class absent from the map or from the reference, or a stratum with one unit).</p>"
     )
     out.append("</body></html>\n")

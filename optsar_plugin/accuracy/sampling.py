@@ -7,7 +7,7 @@ code and name and an empty ``reference`` field for the interpreter.  Labelled, t
 goes back into :func:`optsar_plugin.accuracy.assess.assess_accuracy` (points), whose
 area-adjusted estimators (Olofsson et al. 2014) are exactly those of this design.
 
-Sample size (Olofsson et al. 2014, section 5.1.1, eq. 13, after Cochran 1977 eq. 5.25):
+Sample size (Olofsson et al. 2014, section 5.1.1, eq. 13, after Cochran 1977):
 ``n = (Σ W_i S_i / S(Ô))²`` with ``W_i`` the mapped proportion of class ``i``,
 ``S_i = sqrt(U_i (1 - U_i))`` from the *expected* user's accuracy ``U_i`` and ``S(Ô)`` the
 target standard error of overall accuracy.  (Their example: W = 0.02, 0.015, 0.32, 0.645,
@@ -29,7 +29,7 @@ Allocation (what is implemented):
 
 A class with fewer pixels than its allocation is taken whole (a census of that stratum);
 the shortfall is not redistributed.  The anticipated standard error of overall accuracy
-for the final allocation (eq. 5 with the expected ``U_i``) is reported.
+for the final allocation (the variance of overall accuracy with the expected ``U_i``) is reported.
 
 Memory: the classification is read twice by strips (counts, then the drawn pixels); only
 the drawn ranks and one strip are held.
@@ -130,7 +130,7 @@ def allocate(mapped_pixels: Sequence[int], total: int, method: str = "proportion
 
 
 def anticipated_oa_se(weights: Sequence[float], expected_ua: Sequence[float], sizes: Sequence[int]) -> Optional[float]:
-    """Olofsson et al. (2014) eq. 5 with the expected user's accuracies: the SE the design should give."""
+    """The stratified SE of overall accuracy, sqrt(Σ W_i² U_i (1 - U_i) / (n_i - 1)), with the expected U_i."""
     w = np.asarray(weights, dtype=np.float64)
     u = np.asarray(expected_ua, dtype=np.float64)
     n = np.asarray(sizes, dtype=np.float64)

@@ -17,16 +17,17 @@ accuracy (precision), F1 and intersection over union (IoU), and their unweighted
 the classes where they are defined (macro-F1, mIoU).
 
 *Area-adjusted (stratified) estimators* of Olofsson et al. (2014), Remote Sensing of
-Environment 148:42-57, section 4.4 and the worked example of section 5: with the mapped
-class proportions ``W_i`` as stratum weights, the estimated area proportions
-``p_ij = W_i n_ij / n_i.`` (eq. 4/9), overall accuracy (eq. 1) and its variance (eq. 5),
-user's accuracy (eq. 2, 6), producer's accuracy (eq. 3, 7) and the estimated area of each
-class with its standard error (eq. 9-10) and confidence interval ``estimate ± z·SE``
-(section 4.4, eq. 11).  These estimators assume that the reference units were selected by
-stratified random sampling with the map classes as strata (simple random and systematic
-samples are analysed the same way, as post-stratified).  Pixels inside hand-drawn
-polygons are *not* such a sample: the formulas still run, but the standard errors do not
-describe the real uncertainty (neighbouring pixels are correlated and polygons are placed
+Environment 148:42-57 (section 4 and the worked example of section 5): with the mapped class
+proportions ``W_i`` as stratum weights, the estimated area proportions
+``p_ij = W_i n_ij / n_i.``, overall accuracy ``Σ p_ii`` with variance
+``Σ W_i² U_i (1 - U_i) / (n_i. - 1)``, user's accuracy ``U_i = n_ii / n_i.`` with variance
+``U_i (1 - U_i) / (n_i. - 1)``, producer's accuracy ``p_jj / p_.j`` with the variance of their
+eq. 7, and the estimated area of each class ``A · p_.k`` with standard error
+``A · sqrt(Σ_i (W_i p_ik - p_ik²) / (n_i. - 1))``; intervals are ``estimate ± z·SE``.  These
+estimators assume that the reference units were selected by stratified random sampling with
+the map classes as strata (simple random and systematic samples are analysed the same way,
+as post-stratified).  Pixels inside hand-drawn polygons are *not* such a sample: the formulas
+still run, but the standard errors do not describe the real uncertainty (neighbouring pixels are correlated and polygons are placed
 where the analyst is confident).  The report says so.
 
 Choices where the paper is silent
@@ -130,7 +131,7 @@ def kappa(cm) -> Dict[str, Number]:
     """Cohen's kappa and its large-sample variance.
 
     The variance is the delta-method estimate of Bishop, Fienberg & Holland (1975) as given
-    by Congalton & Green (2009, eq. 5.x) — the same quantity as Fleiss, Cohen & Everitt
+    by Congalton & Green (2009, chapter 5) — the same quantity as Fleiss, Cohen & Everitt
     (1969):
 
     ``var = 1/n [ t1(1-t1)/(1-t2)^2 + 2(1-t1)(2 t1 t2 - t3)/(1-t2)^3 + (1-t1)^2 (t4 - 4 t2^2)/(1-t2)^4 ]``
@@ -293,12 +294,12 @@ def stratified_estimates(cm, mapped_area, confidence: float = 0.95, total_area: 
     # within-stratum reference proportions n_ij / n_i.  (0 for unsampled strata: they carry no weight)
     q = np.zeros_like(m)
     q[sampled] = m[sampled] / n_i[sampled, np.newaxis]
-    p = w[:, np.newaxis] * q  # eq. 4: p_ij = W_i n_ij / n_i.
+    p = w[:, np.newaxis] * q  # p_ij = W_i n_ij / n_i.
     out["proportions"] = [[float(p[i, j]) if sampled[i] or area[i] == 0 else None for j in range(k)] for i in range(k)]
     variance_ok = not bool((sampled & (n_i < 2)).any())
     denom = np.where(n_i > 1, n_i - 1, 1.0)  # only used where variance_ok
 
-    # Overall accuracy, eq. 1 and eq. 5
+    # Overall accuracy and its variance
     oa = float(np.trace(p))
     out["overall_accuracy"] = oa
     if variance_ok:
@@ -308,7 +309,7 @@ def stratified_estimates(cm, mapped_area, confidence: float = 0.95, total_area: 
         out["overall_accuracy_se"] = se
         out["overall_accuracy_ci"] = [oa - z * se, oa + z * se]
 
-    # Area proportions and areas, eq. 9-10: S(p_.k) = sqrt(sum_i (W_i p_ik - p_ik^2) / (n_i. - 1))
+    # Area proportions and areas: S(p_.k) = sqrt(sum_i (W_i p_ik - p_ik^2) / (n_i. - 1))
     col = p.sum(axis=0)
     total = pop_area * scale
     for j in range(k):
@@ -321,7 +322,7 @@ def stratified_estimates(cm, mapped_area, confidence: float = 0.95, total_area: 
             out["area_se"][j] = se_p * total
             out["area_ci"][j] = [(col[j] - z * se_p) * total, (col[j] + z * se_p) * total]
 
-    # Producer's accuracy, eq. 3 and eq. 7 (with the N_i. of eq. 7 replaced by the weights W_i:
+    # Producer's accuracy and its variance, eq. 7 (with the N_i. of eq. 7 replaced by the weights W_i:
     # the ratio is unchanged by the common factor).
     # N_.j estimate (in weight units): sum_i W_i n_ij / n_i. = col[j]
     for j in range(k):
