@@ -27,8 +27,9 @@ eq. 7, and the estimated area of each class ``A · p_.k`` with standard error
 estimators assume that the reference units were selected by stratified random sampling with
 the map classes as strata (simple random and systematic samples are analysed the same way,
 as post-stratified).  Pixels inside hand-drawn polygons are *not* such a sample: the formulas
-still run, but the standard errors do not describe the real uncertainty (neighbouring pixels are correlated and polygons are placed
-where the analyst is confident).  The report says so.
+still run, but the standard errors do not describe the real uncertainty (neighbouring
+pixels are correlated and polygons are placed where the analyst is confident).  The report
+says so.
 
 Choices where the paper is silent
 ---------------------------------
