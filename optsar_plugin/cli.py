@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+        # add_help=False: "COMMAND -h" reaches the command module's own parser, which knows its options
+        p = sub.add_parser(name, help=help_text, add_help=False)
         p.set_defaults(_module=module)
         p.set_defaults(_name=name)
     return parser
