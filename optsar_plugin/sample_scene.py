@@ -18,7 +18,8 @@ plausible scene in which fusion matters:
   1 cloud (opacity >= 0.3), 2 cloud shadow; thin haze below the threshold is left
   unmasked, as real masks do.
 * ``truth.tif`` - the complete class map (class codes, ``uint8``, nodata 255,
-  colour table) on the optical grid, for evaluation.
+  colour table, class names as GDAL category names in ``truth.tif.aux.xml``) on the
+  optical grid, for evaluation or as a ``LABELS`` raster; ``truth.qml`` styles it.
 * ``reference.gpkg`` - reference polygons (layer ``reference``) with fields
   ``class_name``, ``class_code``, ``split`` (``train``/``test``) and ``block``;
   ``reference_train.gpkg`` and ``reference_test.gpkg`` hold the two parts.  The
@@ -340,7 +341,7 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
-def _write_tif(path: Path, array, crs, transform, nodata, descriptions=None, colormap=None) -> None:
+def _write_tif(path: Path, array, crs, transform, nodata, descriptions=None) -> None:
     import rasterio
 
     array = np.asarray(array)
@@ -363,8 +364,6 @@ def _write_tif(path: Path, array, crs, transform, nodata, descriptions=None, col
         dst.write(array)
         for i, d in enumerate(descriptions or [], start=1):
             dst.set_band_description(i, d)
-        if colormap:
-            dst.write_colormap(1, colormap)
 
 
 def _write_polygons(path: Path, features, crs_wkt: str, layer_name: str) -> None:
@@ -394,6 +393,19 @@ def _write_polygons(path: Path, features, crs_wkt: str, layer_name: str) -> None
         layer.CreateFeature(f)
     layer.CommitTransaction()
     ds = None
+
+
+def _scheme():
+    from .classes import ClassScheme
+
+    return ClassScheme.from_names_and_codes(list(CLASSES))
+
+
+def _name_classes(path: Path) -> None:
+    """Colour table and GDAL category names (class names) on the truth raster."""
+    from .styles import apply_class_metadata
+
+    apply_class_metadata(path, _scheme())
 
 
 def _pure(cls: np.ndarray) -> np.ndarray:
@@ -439,7 +451,7 @@ def make_sample_scene(
     ``cloud_cover`` of the scene (and writes ``optical_clear.tif`` and
     ``cloud_mask.tif``); ``blocks`` x ``blocks`` is the grid of spatial blocks of
     which ``test_fraction`` (at least one) is held out as the ``test`` reference.
-    Roles: optical, optical_clear, sar, cloud_mask, truth, reference,
+    Roles: optical, optical_clear, sar, cloud_mask, truth, truth_style, reference,
     reference_train, reference_test, metadata.
     """
     import rasterio
@@ -531,10 +543,6 @@ def make_sample_scene(
                 features.append((geom, int(value), split, b))
 
     names = dict(CLASSES)
-    from .classes import load_known_schemes
-
-    dw = load_known_schemes().get("dynamic_world")
-    colormap = {code: dw.by_code(code).rgb() + (255,) for code, _ in CLASSES} if dw else None
 
     written = {}
     final = {
@@ -571,7 +579,8 @@ def make_sample_scene(
         written["sar"] = _tmp(final["sar"])
         _write_tif(written["sar"], sar_db, CRS.from_string(SAR_CRS), sar_transform, np.nan, SAR_BANDS)
         written["truth"] = _tmp(final["truth"])
-        _write_tif(written["truth"], truth, opt_crs, opt_transform, 255, ["class code"], colormap)
+        _write_tif(written["truth"], truth, opt_crs, opt_transform, 255, ["class code"])
+        _name_classes(written["truth"])
         wkt = opt_crs.to_wkt()
         for role, keep in (("reference", None), ("reference_train", "train"), ("reference_test", "test")):
             written[role] = _tmp(final[role])
@@ -604,10 +613,17 @@ def make_sample_scene(
         written["metadata"].write_text(json.dumps(meta, indent=1), encoding="utf-8")
         for role, tmp in written.items():
             os.replace(tmp, final[role])
+            for side in (".aux.xml",):
+                if Path(str(tmp) + side).exists():
+                    os.replace(str(tmp) + side, str(final[role]) + side)
     finally:
         for tmp in written.values():
-            if tmp.exists():
-                tmp.unlink()
+            for p in (tmp, Path(str(tmp) + ".aux.xml")):
+                if p.exists():
+                    p.unlink()
+    from .styles import write_qml
+
+    final["truth_style"] = write_qml(final["truth"].with_suffix(".qml"), _scheme())
     return {role: str(p) for role, p in final.items()}
 
 

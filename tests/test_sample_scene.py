@@ -77,6 +77,12 @@ def test_files_grids_and_bands(scene):
         assert o.res == (10.0, 10.0)
         assert list(o.descriptions) == list(OPTICAL_BANDS)
         assert list(s.descriptions) == list(SAR_BANDS) and s.dtypes[0] == "float32"
+    # The truth map names its classes (GDAL category names + colour table) and has a QGIS style.
+    from optsar_plugin.styles import read_raster_classes
+
+    named = read_raster_classes(scene["truth"])
+    assert [(c.code, c.name) for c in named.classes] == list(CLASSES)
+    assert named.by_code(0).color == "#419BDF" and os.path.isfile(scene["truth_style"])
     # No temporary file is left behind.
     assert not [n for n in os.listdir(os.path.dirname(scene["optical"])) if ".tmp-" in n]
 

@@ -266,21 +266,17 @@ def labels_from_vector(path: str, class_field: str, optical_ds, *, name_field: O
 # ------------------------------------------------------------------------------------------
 def _raster_class_info(ds) -> Tuple[Dict[int, str], Dict[int, str]]:
     """({code: name} from GDAL category names, {code: '#RRGGBB'} from the colour table)."""
+    from ..styles import read_raster_classes
+
     names, colors = {}, {}
     try:
-        from osgeo import gdal
-
-        g = gdal.Open(ds.name)
-        cats = g.GetRasterBand(1).GetCategoryNames() if g is not None else None
-        for code, name in enumerate(cats or []):
-            if name and str(name).strip():
-                names[code] = str(name).strip()
-        g = None
-    except Exception:  # no GDAL bindings or an unreadable side-car: names are optional
-        pass
+        named = read_raster_classes(ds.name)
+    except OptsarError:  # an unreadable side-car: names are optional
+        named = None
+    if named is not None:
+        names = {c.code: c.name for c in named.classes}
     try:
-        cmap = ds.colormap(1)
-        for code, rgba in cmap.items():
+        for code, rgba in ds.colormap(1).items():
             colors[int(code)] = "#{:02X}{:02X}{:02X}".format(*rgba[:3])
     except ValueError:  # no colour table
         pass
