@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -32,6 +34,17 @@ def layer_classes(layer):
             continue
         out.append({"code": int(value), "name": c.label or str(int(value)), "color": c.color.name().upper()})
     return out or None
+
+
+def file_has_classes(path: str) -> bool:
+    """Whether the raster file names its classes itself (a .qml beside it, or GDAL category names).
+
+    Those take precedence over the layer's renderer: a layer loaded by Processing gets QGIS's default
+    paletted renderer built from the GDAL colour table, which lists all 256 entries, named or not.
+    """
+    from optsar_plugin.styles import qml_path_for, read_raster_classes
+
+    return os.path.isfile(qml_path_for(path)) or read_raster_classes(path) is not None
 
 
 def raster_path(layer, name: str) -> str:
@@ -179,7 +192,7 @@ class AssessAccuracyAlgorithm(OptsarAlgorithm):
             ignore_values=self.parameterAsString(parameters, self.IGNORE_VALUES, context) or None,
             confidence=self.parameterAsDouble(parameters, self.CONFIDENCE, context),
             checkpoint=checkpoint,
-            classes=None if checkpoint else layer_classes(layer),
+            classes=None if checkpoint or file_has_classes(classification) else layer_classes(layer),
             output_report=self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context),
             output_matrix=self.parameterAsFileOutput(parameters, self.OUTPUT_MATRIX, context),
             output_metrics=self.parameterAsFileOutput(parameters, self.OUTPUT_METRICS, context),

@@ -92,7 +92,8 @@ def assess_child(x, y, reference_param="reference"):
         "REFERENCE": Src.fromModelParameter(reference_param),
         "CLASS_FIELD": Src.fromModelParameter("class_field"),
         "CONFIDENCE": Src.fromStaticValue(0.95),
-    }, outputs=(("Accuracy report", "OUTPUT_REPORT", 0), ("Accuracy metrics", "OUTPUT_METRICS", 60)))
+    }, outputs=(("Accuracy report", "OUTPUT_REPORT", 0), ("Accuracy metrics", "OUTPUT_METRICS", 60),
+                ("OA", "OA", 120), ("KAPPA", "KAPPA", 150), ("MIOU", "MIOU", 180), ("MACRO_F1", "MACRO_F1", 210)))
 
 
 def classify_and_assess() -> QgsProcessingModelAlgorithm:
@@ -145,7 +146,7 @@ def main(out_dir: Path = ROOT / "resources" / "models") -> list:
     written = []
     for builder in (classify_and_assess, train_classify_and_assess):
         model = builder()
-        path = out_dir / f"{model.name()}.model3"
+        path = out_dir / f"{builder.__name__}.model3"
         if not model.toFile(str(path)):
             raise SystemExit(f"could not write {path}")
         written.append(path)
