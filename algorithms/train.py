@@ -1,0 +1,279 @@
+"""optsar:train: train or fine-tune a network and write a checkpoint (thin skin over the engine).
+
+Everything happens in :func:`optsar_plugin.training.train`; this file turns
+parameters into its arguments, checks early what can be known before a run, and
+reports the best epoch.  No GUI calls: it runs the same from the Toolbox, the
+graphical modeler and ``qgis_process``.
+"""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .assess_accuracy import raster_path
+from .base import FeedbackAdapter, OptsarAlgorithm
+
+MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
+MODEL_SIZES = ("small", "paper")
+DEVICES = ("auto", "cuda", "cpu")
+PRECISIONS = ("fp32", "bf16")
+CLOUD_SIMULATION = ("auto", "on", "off")
+
+
+class TrainAlgorithm(OptsarAlgorithm):
+    NAME = "train"
+    DISPLAY = "Train or fine-tune a network"
+    GROUP = "Training"
+    GROUP_ID = "training"
+    HELP_ANCHOR = "optsartrain"
+    TAGS = ("training", "fine-tuning", "deep learning", "checkpoint", "sentinel-1", "sentinel-2", "mosfnet",
+            "specsar-former", "cloudlulc-net")
+
+    OPTICAL = "OPTICAL"
+    OPTICAL_BANDS = "OPTICAL_BANDS"
+    SAR = "SAR"
+    SAR_BANDS = "SAR_BANDS"
+    CLOUD_MASK = "CLOUD_MASK"
+    REFERENCE = "REFERENCE"
+    CLASS_FIELD = "CLASS_FIELD"
+    NAME_FIELD = "NAME_FIELD"
+    LABELS = "LABELS"
+    MODEL = "MODEL"
+    MODEL_SIZE = "MODEL_SIZE"
+    INIT_CHECKPOINT = "INIT_CHECKPOINT"
+    EPOCHS = "EPOCHS"
+    TILE_SIZE = "TILE_SIZE"
+    BATCH_SIZE = "BATCH_SIZE"
+    LEARNING_RATE = "LEARNING_RATE"
+    VALIDATION_FRACTION = "VALIDATION_FRACTION"
+    SEED = "SEED"
+    DEVICE = "DEVICE"
+    STEPS_PER_EPOCH = "STEPS_PER_EPOCH"
+    CLOUD_SIMULATION = "CLOUD_SIMULATION"
+    PRECISION = "PRECISION"
+    OUTPUT_CHECKPOINT = "OUTPUT_CHECKPOINT"
+    OUTPUT_LOG = "OUTPUT_LOG"
+    OUTPUT_CURVE = "OUTPUT_CURVE"
+    BEST_EPOCH = "BEST_EPOCH"
+    BEST_MIOU = "BEST_MIOU"
+    BEST_OA = "BEST_OA"
+
+    HELP = (
+        "Trains one of the three networks (MOSFNet, SpecSAR-Former, CloudLULC-Net) - or fine-tunes a checkpoint - "
+        "from your optical and SAR layers and reference polygons, and writes a checkpoint for 'Classify land "
+        "cover'. No trained weights for these papers can be downloaded, so this is how a network is obtained.<br><br>"
+        "<b>Optical raster</b> (OPTICAL): e.g. Sentinel-2 reflectances; its pixel grid is the training grid. "
+        "<b>Optical bands</b> (OPTICAL_BANDS, optional): the bands to use, in this order (default all); classification "
+        "must later use the same bands in the same order.<br>"
+        "<b>SAR raster</b> (SAR): e.g. Sentinel-1 VV/VH backscatter (dB or linear; linear is converted to dB); any "
+        "CRS or resolution - it is warped bilinearly onto the optical grid. <b>SAR bands</b> (SAR_BANDS, optional).<br>"
+        "<b>Cloud mask</b> (CLOUD_MASK, optional, non-zero = cloud): cloudy pixels are left out of the optical "
+        "normalisation statistics; MOSFNet and SpecSAR-Former see their optical input set to the training median "
+        "under the mask (as 'Classify' feeds them), CloudLULC-Net sees the data as they are.<br>"
+        "<b>Reference polygons</b> (REFERENCE) with <b>Class field</b> (CLASS_FIELD): class codes (integers; 0 is "
+        "a class, 255 is not allowed) or class names. With names, a known scheme's codes and colours are used when "
+        "all names belong to it (Dynamic World, WHU-OPT-SAR, CloudLULC-Set, ESA WorldCover), otherwise codes "
+        "0..n-1 in sorted order and generated colours. <b>Name field</b> (NAME_FIELD, optional): class names when "
+        "CLASS_FIELD holds codes. Polygons are rasterised on the optical grid (reprojected when the CRS differs); "
+        "pixels of overlapping polygons of different classes are left out; unlabelled pixels are ignored by the loss. "
+        "Or <b>Label raster</b> (LABELS): class codes per pixel (its nodata and 255 = unlabelled), warped by nearest "
+        "neighbour; names from its category names. Give one of REFERENCE and LABELS.<br>"
+        "<b>Model</b> (MODEL) and <b>Model size</b> (MODEL_SIZE): <i>small</i> (default) is a narrow, shallow variant "
+        "of the same architecture that trains in minutes on a CPU; <i>paper</i> is the published size (use a GPU). "
+        "<b>Initial checkpoint</b> (INIT_CHECKPOINT, optional): fine-tune it instead of starting from random weights. "
+        "It must hold the same network and the same number of bands; its size and normalisation are kept. If the "
+        "classes differ, the class-dependent layers (classifier, auxiliary heads) are re-initialised and the rest "
+        "continues from the checkpoint.<br>"
+        "<b>Epochs</b> (EPOCHS): passes over the training area (one epoch samples as many tiles as cover the "
+        "training blocks once). <b>Tile size</b> (TILE_SIZE, px, multiple of 32, at least 64; the papers use 510-512). "
+        "<b>Batch size</b> (BATCH_SIZE). <b>Learning rate</b> (LEARNING_RATE, 0 = the model's recipe: AdamW with "
+        "warm-up and poly/cosine decay; 1e-3 for small models). <b>Validation fraction</b> (VALIDATION_FRACTION): "
+        "share of the labelled pixels held out as whole spatial blocks of 2 x 2 tiles (not random pixels, which "
+        "would inflate the accuracy); 0 = no validation, keep the last epoch. <b>Seed</b> (SEED): the same seed and "
+        "data give the same result on the CPU. <b>Device</b> (DEVICE): auto uses a CUDA GPU when there is one.<br>"
+        "<b>Advanced</b>: <b>Steps per epoch</b> (STEPS_PER_EPOCH, 0 = automatic); <b>Cloud simulation</b> "
+        "(CLOUD_SIMULATION: auto = simulated clouds and shadows on half of the training tiles for CloudLULC-Net "
+        "only; on; off); <b>Precision</b> (PRECISION: bf16 mixed precision on a CUDA GPU).<br><br>"
+        "Each network trains with its paper's loss (cross-entropy with an auxiliary head for MOSFNet, focal loss "
+        "for SpecSAR-Former, the semantic-anchor loss for CloudLULC-Net) and random flips/rotations. After every "
+        "epoch the held-out blocks are classified; the epoch with the best validation mIoU is kept. Cancelling keeps "
+        "and writes the best epoch so far.<br>"
+        "Outputs: <b>Checkpoint</b> (OUTPUT_CHECKPOINT, .safetensors: weights, classes with colours, band names, "
+        "normalisation statistics and the training record); <b>Training log</b> (OUTPUT_LOG, CSV: per epoch the "
+        "loss, validation loss, OA, mIoU, macro F1, mIoU under clouds and per-class IoU); <b>Training curve</b> "
+        "(OUTPUT_CURVE, a self-contained HTML page with the curves). Numbers BEST_EPOCH, BEST_MIOU, BEST_OA. "
+        "A failed run leaves no output."
+    )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, "Optical raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.OPTICAL_BANDS, "Optical bands, in order (default: all)", parentLayerParameterName=self.OPTICAL,
+            optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, "SAR raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.SAR_BANDS, "SAR bands, in order (default: all)", parentLayerParameterName=self.SAR, optional=True,
+            allowMultiple=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, "Cloud mask (non-zero = cloud)", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.REFERENCE, "Reference polygons",
+            [QgsProcessing.SourceType.TypeVectorPolygon, QgsProcessing.SourceType.TypeVectorPoint], optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            self.CLASS_FIELD, "Class field (codes or names)", parentLayerParameterName=self.REFERENCE,
+            type=QgsProcessingParameterField.DataType.Any, optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            self.NAME_FIELD, "Class name field (when the class field holds codes)", parentLayerParameterName=self.REFERENCE,
+            type=QgsProcessingParameterField.DataType.Any, optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.LABELS, "Label raster (instead of reference polygons)", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=list(MODELS), defaultValue="specsar_former", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL_SIZE, "Model size (small: CPU-friendly; paper: as published)", options=list(MODEL_SIZES),
+            defaultValue="small", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.INIT_CHECKPOINT, "Initial checkpoint to fine-tune", behavior=QgsProcessingParameterFile.Behavior.File,
+            fileFilter="OptSAR Fusion checkpoints (*.safetensors);;All files (*.*)", optional=True))
+        integer, double = QgsProcessingParameterNumber.Type.Integer, QgsProcessingParameterNumber.Type.Double
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", type=integer, defaultValue=10, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TILE_SIZE, "Tile size (px, multiple of 32)", type=integer, defaultValue=256, minValue=64, maxValue=2048))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, "Batch size", type=integer, defaultValue=4, minValue=1, maxValue=256))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.LEARNING_RATE, "Learning rate (0 = the model's recipe)", type=double, defaultValue=0.0, minValue=0.0,
+            maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.VALIDATION_FRACTION, "Validation fraction (held out in spatial blocks)", type=double, defaultValue=0.2,
+            minValue=0.0, maxValue=0.5))
+        self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed", type=integer, defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.DEVICE, "Device", options=list(DEVICES), defaultValue="auto", usesStaticStrings=True))
+        advanced = [
+            QgsProcessingParameterNumber(
+                self.STEPS_PER_EPOCH, "Steps per epoch (0 = cover the training blocks once)", type=integer,
+                defaultValue=0, minValue=0),
+            QgsProcessingParameterEnum(
+                self.CLOUD_SIMULATION, "Simulated clouds on training tiles (auto: CloudLULC-Net only)",
+                options=list(CLOUD_SIMULATION), defaultValue="auto", usesStaticStrings=True),
+            QgsProcessingParameterEnum(
+                self.PRECISION, "Precision (bf16 on CUDA only)", options=list(PRECISIONS), defaultValue="fp32",
+                usesStaticStrings=True),
+        ]
+        for p in advanced:
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_CHECKPOINT, "Checkpoint", "OptSAR Fusion checkpoints (*.safetensors)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_LOG, "Training log", "CSV files (*.csv)", optional=True, createByDefault=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_CURVE, "Training curve", "HTML files (*.html)", optional=True, createByDefault=True))
+        self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, "Best epoch"))
+        self.addOutput(QgsProcessingOutputNumber(self.BEST_MIOU, "Best validation mIoU"))
+        self.addOutput(QgsProcessingOutputNumber(self.BEST_OA, "Validation overall accuracy at the best epoch"))
+
+    # -- parameters ----------------------------------------------------------------------------
+
+    def _bands(self, parameters, name, context):
+        if not parameters.get(name):
+            return None
+        return [int(b) for b in self.parameterAsInts(parameters, name, context)] or None
+
+    def _field(self, parameters, name, context):
+        fields = self.parameterAsFields(parameters, name, context) if parameters.get(name) else []
+        return fields[0] if fields else None
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        has_ref = bool(parameters.get(self.REFERENCE))
+        has_labels = bool(parameters.get(self.LABELS))
+        if has_ref == has_labels:
+            return False, "Give either reference polygons (REFERENCE with CLASS_FIELD) or a label raster (LABELS), not both."
+        if has_ref and not self._field(parameters, self.CLASS_FIELD, context):
+            return False, "Choose the reference field that holds the classes (CLASS_FIELD)."
+        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        if tile % 32:
+            return False, f"Tile size {tile} is not allowed: the networks need a multiple of 32 pixels (e.g. 128 or 256)."
+        return True, ""
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from optsar_plugin.training import train
+
+        optical = raster_path(self.parameterAsRasterLayer(parameters, self.OPTICAL, context), "optical")
+        sar = raster_path(self.parameterAsRasterLayer(parameters, self.SAR, context), "SAR")
+        cloud = None
+        if parameters.get(self.CLOUD_MASK):
+            cloud = raster_path(self.parameterAsRasterLayer(parameters, self.CLOUD_MASK, context), "cloud mask")
+        reference = reference_layer = labels = None
+        if parameters.get(self.REFERENCE):
+            # A file OGR can read: the layer's own file, or a temporary GeoPackage (memory layers, selections...).
+            reference, reference_layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+                parameters, self.REFERENCE, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
+        if parameters.get(self.LABELS):
+            labels = raster_path(self.parameterAsRasterLayer(parameters, self.LABELS, context), "label raster")
+        init = self.parameterAsFile(parameters, self.INIT_CHECKPOINT, context) or None
+        result = self.run_engine(
+            train,
+            optical,
+            sar,
+            self.parameterAsFileOutput(parameters, self.OUTPUT_CHECKPOINT, context),
+            reference=reference,
+            class_field=self._field(parameters, self.CLASS_FIELD, context),
+            name_field=self._field(parameters, self.NAME_FIELD, context),
+            reference_layer=reference_layer or None,
+            labels=labels,
+            optical_bands=self._bands(parameters, self.OPTICAL_BANDS, context),
+            sar_bands=self._bands(parameters, self.SAR_BANDS, context),
+            cloud_mask=cloud,
+            model=self.parameterAsEnumString(parameters, self.MODEL, context) or "specsar_former",
+            model_size=self.parameterAsEnumString(parameters, self.MODEL_SIZE, context) or "small",
+            init_checkpoint=init,
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context) or None,
+            validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
+            output_log=self.parameterAsFileOutput(parameters, self.OUTPUT_LOG, context) or None,
+            output_curve=self.parameterAsFileOutput(parameters, self.OUTPUT_CURVE, context) or None,
+            steps_per_epoch=self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context) or None,
+            cloud_simulation=self.parameterAsEnumString(parameters, self.CLOUD_SIMULATION, context) or "auto",
+            precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "fp32",
+            feedback=FeedbackAdapter(feedback),
+        )
+        best = result["best"]
+        feedback.pushInfo(
+            f"Best epoch {result['best_epoch']} of {len(result['history'])}: validation mIoU "
+            f"{_fmt(best.get('val_miou'))}, OA {_fmt(best.get('val_oa'))}; {result['seconds_per_epoch']} s per epoch "
+            f"on {result['device']}." + (" Training was cancelled; the best epoch so far was written." if result["cancelled"] else "")
+        )
+        return {
+            self.OUTPUT_CHECKPOINT: result["checkpoint"],
+            self.OUTPUT_LOG: result["log"],
+            self.OUTPUT_CURVE: result["curve"],
+            self.BEST_EPOCH: result["best_epoch"],
+            self.BEST_MIOU: best.get("val_miou"),
+            self.BEST_OA: best.get("val_oa"),
+        }
+
+
+def _fmt(v):
+    return "n/a" if v is None else f"{v:.3f}"

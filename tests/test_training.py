@@ -1,0 +1,417 @@
+"""The training engine: labels and classes, split and sampling, the loop, outputs, fine-tuning, bad input.
+
+Everything runs on a 256 px synthetic scene with tiny network configurations and a
+handful of steps, so the whole module takes well under a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import rasterio
+from osgeo import ogr, osr
+
+from optsar_plugin import cli
+from optsar_plugin.checkpoints import load_checkpoint, read_metadata
+from optsar_plugin.classes import NODATA
+from optsar_plugin.errors import Cancelled, OptsarError
+from optsar_plugin.progress import NullFeedback
+from optsar_plugin.sample_scene import CLASSES, make_sample_scene
+from optsar_plugin.training import confusion_metrics, train
+from optsar_plugin.training.augment import dihedral, reflectance_unit, simulate_clouds
+from optsar_plugin.training.reference import labels_from_raster, scheme_from_values, split_layer_uri
+from optsar_plugin.training.sampler import (
+    SceneSource,
+    TileSampler,
+    spatial_split,
+    training_tiles_per_epoch,
+    validation_cells,
+)
+
+TINY = {
+    "specsar_former": dict(embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], decoder_dim=32),
+    "cloudlulc_net": dict(channels=16, num_blocks=1, order=2, embed_dim=32, depth=1, heads=2),
+}
+FAST = dict(tile_size=64, batch_size=2, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return make_sample_scene(tmp_path_factory.mktemp("scene"), size=256, seed=0)
+
+
+def _train(scene, out, **kw):
+    args = dict(reference=scene["reference_train"], class_field="class_name", cloud_mask=scene["cloud_mask"],
+                model="specsar_former", epochs=1, steps_per_epoch=2, **FAST)
+    args.update(kw)
+    if "model_options" not in args:
+        args["model_options"] = TINY[args["model"]]
+    return train(scene["optical"], scene["sar"], str(out), **args)
+
+
+@pytest.fixture(scope="module")
+def trained(scene, tmp_path_factory):
+    d = tmp_path_factory.mktemp("trained")
+    result = _train(scene, d / "model.safetensors", model="cloudlulc_net", epochs=3, steps_per_epoch=8, batch_size=4,
+                    learning_rate=3e-3, output_log=str(d / "log.csv"), output_curve=str(d / "curve.html"))
+    return result
+
+
+def _leftovers(folder):
+    return [n for n in os.listdir(folder) if ".tmp" in n]
+
+
+# ------------------------------------------------------------------------------------------
+# the loop and its outputs
+# ------------------------------------------------------------------------------------------
+def _fixed_batch_loss(model, meta, scene):
+    """The model's own training loss on four fixed 64 px tiles of the scene (truth labels)."""
+    import torch
+
+    from optsar_plugin import normalisation
+
+    norm = meta["normalisation"]
+    with SceneSource(scene["optical"], scene["sar"]) as src, rasterio.open(scene["truth"]) as t:
+        truth = t.read(1)
+        lut = np.full(256, NODATA, np.uint8)
+        for k, c in enumerate(meta["classes"]):
+            lut[c["code"]] = k
+        o, s, y = [], [], []
+        for r, c in ((0, 0), (0, 128), (128, 64), (192, 192)):
+            a, b, _ = src.read(r, c, 64, 64)
+            o.append(normalisation.apply(a, norm["optical"]))
+            s.append(normalisation.apply(b, norm["sar"]))
+            y.append(lut[truth[r : r + 64, c : c + 64]])
+    model.eval()
+    with torch.no_grad():
+        out = model.forward_train(torch.from_numpy(np.stack(o)), torch.from_numpy(np.stack(s)))
+        return float(model.loss(out, torch.from_numpy(np.stack(y).astype(np.int64)), ignore_index=NODATA))
+
+
+def test_training_lowers_the_loss_and_writes_a_usable_checkpoint(trained, scene, tmp_path):
+    import torch
+
+    from optsar_plugin.models import build_model
+
+    h = trained["history"]
+    assert [r["epoch"] for r in h] == [1, 2, 3]
+    # The engine seeds torch right before building the network: rebuild the untrained one and compare losses.
+    meta = read_metadata(trained["checkpoint"])
+    torch.manual_seed(0)
+    untrained = build_model("cloudlulc_net", optical_bands=10, sar_bands=2, num_classes=7, **TINY["cloudlulc_net"])
+    model, _ = load_checkpoint(trained["checkpoint"])
+    before, after = _fixed_batch_loss(untrained, meta, scene), _fixed_batch_loss(model, meta, scene)
+    assert after < 0.9 * before, (before, after)
+    assert trained["best_epoch"] == max(h, key=lambda r: r["val_miou"])["epoch"]
+    assert meta["model"]["name"] == "cloudlulc_net"
+    assert meta["bands"] == {"optical": ["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"],
+                             "sar": ["VV", "VH"]}
+    # Classes: names matched Dynamic World, so its codes and colours, in code order; class 0 is a class.
+    assert [(c["code"], c["name"]) for c in meta["classes"]] == list(CLASSES)
+    assert meta["classes"][0]["color"] == "#419BDF"
+    assert meta["normalisation"]["sar"]["to_db"] is False  # the SAR is already in dB
+    assert 200 < meta["normalisation"]["optical"]["center"][0] < 1500  # clouds excluded from the statistics
+    t = meta["training"]
+    assert t["best_epoch"] == trained["best_epoch"] and t["cloud_mode"] == "keep"
+    assert t["cloud_simulation"]["reflectance_unit"] == 10000.0  # CloudLULC-Net trains with simulated clouds
+    assert t["validation"]["validation_pixels"] > 0 and t["validation"]["held_out_blocks"]
+    assert meta["tile_size"] == 64 and meta["content_hash"] == trained["content_hash"]
+    assert model.config["num_classes"] == len(CLASSES)
+    # The checkpoint drives the classify engine.
+    from optsar_plugin.inference import classify
+
+    out = classify(scene["optical"], scene["sar"], trained["checkpoint"], str(tmp_path / "map.tif"),
+                   cloud_mask=scene["cloud_mask"], device="cpu", tile_size=64, overlap=16)
+    with rasterio.open(out["output"]) as ds:
+        codes = set(np.unique(ds.read(1)).tolist())
+    assert codes <= {c for c, _ in CLASSES} and len(codes) >= 2
+
+
+def test_log_and_curve(trained):
+    with open(trained["log"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert {"train_loss", "val_loss", "val_miou", "val_oa", "val_miou_cloudy", "iou_flooded_vegetation"} <= set(rows[0])
+    assert [r["best"] for r in rows].count("1") == 1
+    assert abs(float(rows[0]["val_miou"]) - trained["history"][0]["val_miou"]) < 1e-5
+    text = open(trained["curve"], encoding="utf-8").read()
+    svgs = re.findall(r"<svg.*?</svg>", text, flags=re.S)
+    assert len(svgs) == 2 and "http" not in text.replace("http://www.w3.org/2000/svg", "")  # self-contained
+    for s in svgs:
+        root = ET.fromstring(s)
+        assert root.tag.endswith("svg") and root.findall(".//{http://www.w3.org/2000/svg}path")
+
+
+def test_same_seed_same_weights(scene, tmp_path):
+    a = _train(scene, tmp_path / "a.safetensors")
+    b = _train(scene, tmp_path / "b.safetensors")
+    c = _train(scene, tmp_path / "c.safetensors", seed=1)
+    assert a["content_hash"] == b["content_hash"] != c["content_hash"]
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+
+
+def test_specsar_with_label_raster_zeroes_cloudy_optical(scene, tmp_path):
+    r = _train(scene, tmp_path / "c.safetensors", labels=scene["truth"], reference=None, class_field=None)
+    t = read_metadata(r["checkpoint"])["training"]
+    assert t["cloud_simulation"] is None and t["cloud_mode"] == "zero"
+    assert t["labels"] and not t["reference"]
+    # Names from the label raster's category names.
+    assert [(c["code"], c["name"]) for c in r["classes"]] == list(CLASSES)
+
+
+def test_cancel_keeps_the_best_epoch_so_far(scene, tmp_path):
+    class CancelAfter(NullFeedback):
+        def __init__(self, n):
+            self.n = n
+
+        def progress(self, fraction, message=None):
+            self.n -= 1
+
+        def is_canceled(self):
+            return self.n <= 0
+
+    r = _train(scene, tmp_path / "k.safetensors", epochs=3, steps_per_epoch=2, feedback=CancelAfter(3))
+    assert r["cancelled"] and r["best_epoch"] == 1 and len(r["history"]) == 1
+    assert read_metadata(r["checkpoint"])["training"]["cancelled"] is True
+    with pytest.raises(Cancelled):
+        _train(scene, tmp_path / "never.safetensors", epochs=2, steps_per_epoch=3, feedback=CancelAfter(1))
+    assert not (tmp_path / "never.safetensors").exists() and not _leftovers(tmp_path)
+
+
+def test_no_validation_keeps_the_last_epoch(scene, tmp_path):
+    r = _train(scene, tmp_path / "n.safetensors", epochs=2, validation_fraction=0.0)
+    assert r["best_epoch"] == 2 and r["history"][0]["val_miou"] is None
+    assert any("VALIDATION_FRACTION is 0" in w for w in r["warnings"])
+
+
+# ------------------------------------------------------------------------------------------
+# fine-tuning
+# ------------------------------------------------------------------------------------------
+def test_fine_tune_same_classes(trained, scene, tmp_path):
+    r = _train(scene, tmp_path / "f.safetensors", model="cloudlulc_net", init_checkpoint=trained["checkpoint"],
+               model_options=None)
+    meta = read_metadata(r["checkpoint"])
+    init = read_metadata(trained["checkpoint"])
+    assert meta["training"]["init_checkpoint"]["content_hash"] == init["content_hash"]
+    assert meta["training"]["init_checkpoint"]["reinitialised"] == []
+    assert meta["normalisation"] == init["normalisation"]  # the pretrained weights' input scaling is kept
+    assert meta["model"]["config"] == init["model"]["config"]
+
+
+def test_fine_tune_other_classes_reinitialises_the_classifier(trained, scene, tmp_path):
+    r = _train(scene, tmp_path / "g.safetensors", model="cloudlulc_net", init_checkpoint=trained["checkpoint"],
+               class_field="class_code", model_options=None)
+    assert [c["name"] for c in r["classes"]] == [f"class {c}" for c, _ in CLASSES]
+    reinit = read_metadata(r["checkpoint"])["training"]["init_checkpoint"]["reinitialised"]
+    assert reinit and all("." in k for k in reinit)
+    assert any("start from random weights" in w for w in r["warnings"])
+    # Everything that does not depend on the classes came from the initial checkpoint (and was then fine-tuned
+    # for two steps, so only compare a tensor AdamW barely moves: the first patch embedding's norm weight).
+    init, _ = load_checkpoint(trained["checkpoint"])
+    tuned, _ = load_checkpoint(r["checkpoint"])
+    a, b = init.state_dict(), tuned.state_dict()
+    shared = [k for k in a if k not in reinit and a[k].dtype.is_floating_point and a[k].numel() > 16]
+    close = np.mean([float((a[k] - b[k]).abs().max()) < 0.05 for k in shared])
+    assert close > 0.9
+
+
+def test_fine_tune_refuses_another_model_or_other_bands(trained, scene, tmp_path):
+    with pytest.raises(OptsarError, match="same network"):
+        _train(scene, tmp_path / "x.safetensors", model="specsar_former", init_checkpoint=trained["checkpoint"])
+    with pytest.raises(OptsarError, match="band"):
+        _train(scene, tmp_path / "y.safetensors", model="cloudlulc_net", optical_bands=[1, 2, 3],
+               init_checkpoint=trained["checkpoint"])
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# bad input: a clear error and no output
+# ------------------------------------------------------------------------------------------
+def _gpkg(path, polygons, epsg=32633, field="class_name"):
+    """polygons: [(class value, (xmin, ymin, xmax, ymax))]."""
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    layer = ds.CreateLayer("ref", srs, ogr.wkbPolygon)
+    kind = ogr.OFTInteger if polygons and isinstance(polygons[0][0], int) else ogr.OFTString
+    layer.CreateField(ogr.FieldDefn(field, kind))
+    for value, (x0, y0, x1, y1) in polygons:
+        f = ogr.Feature(layer.GetLayerDefn())
+        f.SetField(field, value)
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
+        layer.CreateFeature(f)
+    ds = None
+    return str(path)
+
+
+def _bounds(scene):
+    with rasterio.open(scene["optical"]) as ds:
+        return ds.bounds
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("no_overlap", "overlaps the optical raster"),
+        ("missing_field", "no field 'landcover'"),
+        ("one_class", "one class only"),
+        ("too_few_pixels", "fewer than one"),
+        ("labels_outside", "does not overlap"),
+        ("both_sources", "not both"),
+        ("bad_tile", "multiple of 32"),
+    ],
+)
+def test_bad_input(scene, tmp_path, case, match):
+    b = _bounds(scene)
+    kw = {}
+    if case == "no_overlap":
+        kw["reference"] = _gpkg(tmp_path / "r.gpkg", [("water", (0, 0, 1000, 1000)), ("trees", (2000, 0, 3000, 900))])
+    elif case == "missing_field":
+        kw["class_field"] = "landcover"
+    elif case == "one_class":
+        kw["reference"] = _gpkg(tmp_path / "r.gpkg", [("water", (b.left, b.bottom, b.left + 900, b.bottom + 900))])
+    elif case == "too_few_pixels":
+        kw["reference"] = _gpkg(tmp_path / "r.gpkg", [("water", (b.left, b.bottom, b.left + 300, b.bottom + 300)),
+                                                      ("trees", (b.right - 300, b.top - 300, b.right, b.top))])
+    elif case == "labels_outside":
+        with rasterio.open(scene["truth"]) as src:
+            profile, data = src.profile, src.read()
+        profile["transform"] = rasterio.transform.from_origin(100000, 1000000, 10, 10)
+        with rasterio.open(tmp_path / "lab.tif", "w", **profile) as dst:
+            dst.write(data)
+        kw.update(labels=str(tmp_path / "lab.tif"), reference=None, class_field=None)
+    elif case == "both_sources":
+        kw["labels"] = scene["truth"]
+    elif case == "bad_tile":
+        kw["tile_size"] = 100
+    out = tmp_path / "out" / "m.safetensors"
+    out.parent.mkdir()
+    with pytest.raises(OptsarError, match=match):
+        _train(scene, out, output_log=str(out.parent / "log.csv"), **kw)
+    assert os.listdir(out.parent) == []
+
+
+def test_cli_train_and_error(scene, tmp_path, capsys):
+    args = ["-q", "train", "--optical", scene["optical"], "--sar", scene["sar"], "--reference", scene["reference_train"],
+            "--class-field", "class_name", "--model", "specsar_former", "--model-options",
+            json.dumps(TINY["specsar_former"]), "--epochs", "1", "--steps-per-epoch", "1", "--tile-size", "64",
+            "--batch-size", "1", "--device", "cpu", "--output", str(tmp_path / "m.safetensors")]
+    assert cli.main(args) == 0 and (tmp_path / "m.safetensors").is_file()
+    bad = [a if a != "class_name" else "nope" for a in args]
+    bad[-1] = str(tmp_path / "n.safetensors")
+    assert cli.main(bad) == 2
+    assert "no field 'nope'" in capsys.readouterr().err and not (tmp_path / "n.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# pieces
+# ------------------------------------------------------------------------------------------
+def test_classes_from_field_values():
+    s, m = scheme_from_values(["Water", "trees", "Built", "water"])  # Dynamic World names: its codes and colours
+    assert [(c.code, c.name) for c in s] == [(0, "Water"), (1, "trees"), (6, "Built")]
+    assert m["water"] == m["Water"] == 0 and s.by_code(6).color == "#C4281B"
+    s, m = scheme_from_values(["zebra", "apple", "mango"])  # unknown names: 0..n-1 in sorted order
+    assert [(c.code, c.name) for c in s] == [(0, "apple"), (1, "mango"), (2, "zebra")]
+    assert len({c.color for c in s}) == 3
+    s, m = scheme_from_values([5, 0, 12], {5: "forest", 0: "sea", 12: "town"})
+    assert [(c.code, c.name) for c in s] == [(0, "sea"), (5, "forest"), (12, "town")]
+    s, m = scheme_from_values(["3", "7"])  # codes written as text
+    assert [c.code for c in s] == [3, 7] and m["7"] == 7
+    with pytest.raises(OptsarError, match="not a whole-number"):
+        scheme_from_values([1.5, 2.0])
+    with pytest.raises(OptsarError, match="outside 0-254"):
+        scheme_from_values([1, 255])
+    assert split_layer_uri("/a/b.gpkg|layername=ref") == ("/a/b.gpkg", "ref")
+
+
+def test_labels_from_raster_names_and_nodata(scene):
+    with rasterio.open(scene["optical"]) as ds:
+        lab = labels_from_raster(scene["truth"], ds)
+    with rasterio.open(scene["truth"]) as t:
+        truth = t.read(1)
+    assert [c.name for c in lab.scheme] == [n for _, n in CLASSES]
+    assert np.array_equal(np.asarray(lab.scheme.codes)[lab.index], truth)  # index -> code round trip
+    assert lab.labelled == truth.size
+
+
+def test_spatial_split_holds_out_whole_blocks():
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, 3, (512, 512)).astype(np.uint8)
+    index[:, 448:] = NODATA
+    s = spatial_split(index, 3, 64, 0.25, seed=5)
+    assert s.block == 128 and s.val_blocks.shape == (4, 4)
+    assert not s.val_blocks[:, 3].any() or s.labelled_blocks[:, 3].any()
+    frac = s.val_counts.sum() / (s.val_counts.sum() + s.train_counts.sum())
+    assert 0.2 <= frac <= 0.35 and (s.val_counts > 0).all()
+    iv = s.is_val(0, 0, 512, 512)
+    for br, bc in np.argwhere(s.val_blocks):
+        assert iv[br * 128 : (br + 1) * 128, bc * 128 : (bc + 1) * 128].all()
+    assert iv.sum() == s.n_val_blocks * 128 * 128
+    again = spatial_split(index, 3, 64, 0.25, seed=5)
+    assert np.array_equal(again.val_blocks, s.val_blocks)
+    # Tiles always hold training labels, never validation ones; validation cells cover each held-out pixel once.
+    sampler = TileSampler(index, s, 64, np.random.default_rng(1))
+    for _ in range(50):
+        r, c = sampler.sample()
+        assert 0 <= r <= 512 - 64 and 0 <= c <= 512 - 64
+        y = index[r : r + 64, c : c + 64].copy()
+        y[s.is_val(r, c, 64, 64)] = NODATA
+        assert (y != NODATA).any()
+    cover = np.zeros(index.shape, int)
+    for wr, wc, cr, cc, h, w in validation_cells(s, 512, 512, 64, index):
+        assert wr <= cr and wc <= cc and cr + h <= wr + 64 and cc + w <= wc + 64
+        cover[cr : cr + h, cc : cc + w] += 1
+    assert cover.max() == 1 and (cover[iv & (index != NODATA)] == 1).all()
+    assert training_tiles_per_epoch(s, 512, 512, 64) == s.n_train_blocks * 4
+    one = np.full((256, 256), NODATA, np.uint8)
+    one[10:60, 10:60] = 1
+    with pytest.raises(OptsarError, match="one spatial block"):
+        spatial_split(one, 2, 64, 0.2, seed=0)
+
+
+def test_scene_source_memory_and_disk_agree(scene):
+    with SceneSource(scene["optical"], scene["sar"], None, [2], scene["cloud_mask"]) as mem, \
+            SceneSource(scene["optical"], scene["sar"], None, [2], scene["cloud_mask"], memory_limit=0) as disk:
+        assert mem.in_memory and not disk.in_memory
+        a, b = mem.read(70, 30, 64, 64), disk.read(70, 30, 64, 64)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+        assert mem.band_names() == (["B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"], ["VH"])
+        assert a[0].shape == (10, 64, 64) and a[1].shape == (1, 64, 64) and a[2].dtype == bool
+
+
+def test_augmentations():
+    rng = np.random.default_rng(0)
+    o = rng.uniform(200, 3000, (4, 64, 64)).astype(np.float32)
+    o[:, 0, 0] = np.nan
+    y = rng.integers(0, 3, (64, 64))
+    a, b = dihedral([o, y], 1, True)
+    assert np.array_equal(b, np.rot90(y)[:, ::-1])
+    np.testing.assert_array_equal(a, np.rot90(o, 1, axes=(1, 2))[:, :, ::-1])  # same transform for image and labels
+    assert np.isnan(a[:, 63, 63]).all() and a.flags["C_CONTIGUOUS"]
+    out, alpha = simulate_clouds(o, rng, 10000.0, cover=0.5)
+    assert np.isnan(out[:, 0, 0]).all()
+    cloudy = alpha > 0.5
+    assert 0.3 < (alpha > 0.05).mean() and cloudy.any()
+    assert np.nanmean(out[:, cloudy]) > 1.3 * np.nanmean(o[:, cloudy])  # brighter under clouds
+    # On a black surface what remains is the cloud itself: bright (0.35-0.85 reflectance) and spectrally flat.
+    dark, alpha = simulate_clouds(np.zeros((6, 64, 64), np.float32), np.random.default_rng(3), 10000.0, cover=0.5)
+    cloud = dark[:, alpha > 0.5] / alpha[alpha > 0.5]
+    assert 3000 < np.median(cloud) < 9500
+    spec = np.median(cloud, axis=1)
+    assert spec.std() / spec.mean() < 0.15
+    assert reflectance_unit({"center": [450.0, 700.0]}) == 10000.0 and reflectance_unit({"center": [0.05]}) == 1.0
+
+
+def test_confusion_metrics():
+    cm = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])
+    m = confusion_metrics(cm)
+    assert m["oa"] == pytest.approx(17 / 20)
+    assert m["iou"][0] == pytest.approx(8 / 11) and m["iou"][2] is None
+    assert m["miou"] == pytest.approx((8 / 11 + 9 / 12) / 2)
