@@ -481,6 +481,31 @@ def test_memory_does_not_grow_with_scene_height(tmp_path):
     assert peaks[1] < 1.15 * peaks[0], peaks
 
 
+def test_gdal_cache_is_capped_for_the_run_and_restored(tmp_path):
+    from osgeo import gdal
+
+    o, s = scene(tmp_path, 64, 64)
+    seen = []
+
+    def spy(optical, sar):
+        seen.append(gdal.GetCacheMax())
+        return linear_predictor(optical, sar)
+
+    before = gdal.GetCacheMax()
+    run_inference(o, s, tmp_path / "out.tif", metadata(), spy, tile_size=64)
+    assert seen and max(seen) <= inference.GDAL_CACHE_BYTES < before
+    assert gdal.GetCacheMax() == before  # process-wide settings are left as they were
+
+
+def test_striped_inputs_get_a_cache_holding_a_window_row(tmp_path):
+    striped = write(tmp_path / "striped.tif", np.ones((3, 64, 4000), np.uint16))
+    tiled = write(tmp_path / "tiled.tif", np.ones((3, 512, 512), np.uint16), tiled=True)
+    with rasterio.open(striped) as a, rasterio.open(tiled) as b:
+        assert inference._gdal_cache_bytes(rasterio, (b, None), 512) == inference.GDAL_CACHE_BYTES
+        need = inference._gdal_cache_bytes(rasterio, (b, a), 512)
+    assert need >= 512 * 4000 * 3 * 2  # a 512-row strip of the striped raster fits
+
+
 # -- bad input -------------------------------------------------------------------------------------
 
 

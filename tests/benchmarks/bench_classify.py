@@ -1,0 +1,334 @@
+"""Benchmark of tiled optical + SAR classification (``make bench``; not a pytest test).
+
+    python tests/benchmarks/bench_classify.py [--models a,b] [--cpu-size 512] [--gpu-size 4096]
+                                              [--rss-sizes 1000,8000] [--skip-rss] [--json out.json]
+
+It prints, with the settings that produced each figure:
+
+1. **Throughput per model** through the whole engine (:func:`optsar_plugin.inference.classify`:
+   read optical, warp an EPSG:4326 SAR raster onto the UTM optical grid per window,
+   normalise, forward, blend, write a tiled DEFLATE GeoTIFF with style): Mpix/s of the
+   run, Mpix/s of the network alone, and the **engine overhead** = time outside the
+   model forward / total time (target < 10 %).  On this CPU the models run in *small
+   configurations* (labelled; MOSFNet has no smaller configuration and runs in its
+   paper configuration) on a ``--cpu-size``\\ :sup:`2` scene with 256-px tiles; on a CUDA GPU,
+   when there is one, in their paper configurations on a ``--gpu-size``\\ :sup:`2` scene
+   with 512-px tiles in fp32 and bf16.  Weights are fixed-seed random: speed does not
+   depend on them.
+2. **Peak RSS** of a whole classification of 1000 x 1000 and 8000 x 8000 scenes, each in
+   its own process (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` reported by the child
+   at the end), same settings (512-px tiles, overlap 64, batch 4, 4 optical + 2 SAR
+   bands with the SAR in EPSG:4326, 9 classes), and their ratio (target <= 1.2).  These
+   runs use a *very cheap fixed predictor* (a fixed per-pixel linear map + softmax in
+   numpy, no torch) so the 64-Mpix run finishes in minutes on 2 cores; the engine
+   (reading, warping, blending, writing) is the real one.  The input scenes are
+   generated in a separate process beforehand, so their generation does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+# Small CPU configurations (the paper configurations are used on a GPU).
+CPU_CONFIGS = {
+    "cloudlulc_net": dict(channels=32, num_blocks=2, order=2, embed_dim=64, depth=2, heads=4),
+    "specsar_former": dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], decoder_dim=64),
+    "mosfnet": dict(),  # no smaller configuration exists: paper configuration
+}
+RSS_CLASSES = 9
+RSS_OPTICAL, RSS_SAR = 4, 2
+
+
+# -- synthetic scenes (written block by block: generation memory does not depend on size) -------------
+
+
+def make_scene(folder: Path, size: int, optical_bands: int, sar_bands: int, block: int = 512) -> dict:
+    """UTM optical (uint16, nodata 0, 10 m) and EPSG:4326 SAR (float32 dB, ~10 m) covering it, tiled + DEFLATE."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window
+
+    folder.mkdir(parents=True, exist_ok=True)
+    x0, y0, res = 500000.0, 4000000.0, 10.0
+    opt_path, sar_path = folder / "optical.tif", folder / "sar.tif"
+    common = dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="deflate", BIGTIFF="IF_SAFER")
+    with rasterio.open(opt_path, "w", width=size, height=size, count=optical_bands, dtype="uint16", nodata=0,
+                       crs="EPSG:32633", transform=from_origin(x0, y0, res, res), **common) as ds:
+        for r in range(0, size, block):
+            h = min(block, size - r)
+            yy, xx = np.mgrid[r:r + h, 0:size].astype(np.float32)
+            base = np.sin(xx / 37.0) * np.cos(yy / 23.0) + 0.5 * np.sin((xx + yy) / 101.0)
+            data = np.stack([1200 + 400 * base * (1 + 0.1 * k) + 30 * k for k in range(optical_bands)])
+            ds.write(np.clip(data, 1, 10000).astype(np.uint16), window=Window(0, r, size, h))
+    w, s, e, n = transform_bounds("EPSG:32633", "EPSG:4326", x0, y0 - size * res, x0 + size * res, y0)
+    pad = 0.001
+    dx, dy = 0.00011, 0.00009  # about 10 m
+    cols, rows = int((e - w + 2 * pad) / dx) + 1, int((n - s + 2 * pad) / dy) + 1
+    with rasterio.open(sar_path, "w", width=cols, height=rows, count=sar_bands, dtype="float32", nodata=float("nan"),
+                       crs="EPSG:4326", transform=from_origin(w - pad, n + pad, dx, dy), **common) as ds:
+        for r in range(0, rows, block):
+            h = min(block, rows - r)
+            yy, xx = np.mgrid[r:r + h, 0:cols].astype(np.float32)
+            base = np.cos(xx / 41.0) * np.sin(yy / 29.0)
+            ds.write(np.stack([-12 + 4 * base - 6 * k for k in range(sar_bands)]).astype(np.float32),
+                     window=Window(0, r, cols, h))
+    return {"optical": str(opt_path), "sar": str(sar_path)}
+
+
+def scene_metadata(model: str, optical_bands: int, sar_bands: int, num_classes: int, config: dict) -> dict:
+    from optsar_plugin.classes import generated_palette
+
+    return {
+        "model": {"name": model, "config": config},
+        "bands": {"optical": [f"o{i + 1}" for i in range(optical_bands)], "sar": [f"s{i + 1}" for i in range(sar_bands)]},
+        "normalisation": {
+            "optical": {"method": "robust_zscore", "to_db": False, "center": [1200.0] * optical_bands,
+                        "scale": [400.0] * optical_bands, "clip": 6.0},
+            "sar": {"method": "robust_zscore", "to_db": False, "center": [-15.0] * sar_bands,
+                    "scale": [4.0] * sar_bands, "clip": 6.0},
+        },
+        "classes": [{"code": i, "name": f"class {i}", "color": c} for i, c in enumerate(generated_palette(num_classes))],
+        "tile_size": 512,
+        "training": {"note": "benchmark: fixed-seed random weights"},
+    }
+
+
+# -- 1. throughput per model ------------------------------------------------------------------------------
+
+
+def bench_model(name: str, config: dict, device: str, size: int, tile: int, overlap: int, batch: int,
+                precision: str, workdir: Path) -> dict:
+    import torch
+
+    from optsar_plugin.checkpoints import save_checkpoint
+    from optsar_plugin.inference import classify
+    from optsar_plugin.models import build_model, model_info
+
+    d = model_info(name).defaults
+    ob, sb, nc = d["optical_bands"], d["sar_bands"], d["num_classes"]
+    folder = workdir / f"scene_{size}_{ob}_{sb}"
+    paths = make_scene(folder, size, ob, sb) if not (folder / "sar.tif").exists() else {
+        "optical": str(folder / "optical.tif"), "sar": str(folder / "sar.tif")}
+    torch.manual_seed(0)
+    model = build_model(name, optical_bands=ob, sar_bands=sb, num_classes=nc, **config)
+    ck = workdir / f"{name}_{'small' if config else 'paper'}.safetensors"
+    save_checkpoint(ck, model, scene_metadata(name, ob, sb, nc, model.config))
+    del model
+    out = workdir / f"out_{name}.tif"
+    # warm-up on one window (allocator, kernels, cuDNN choices), not timed
+    classify(paths["optical"], paths["sar"], ck, out, device=device, tile_size=tile, overlap=overlap, batch_size=batch,
+             precision=precision, extent=_corner_extent(paths["optical"], tile))
+    res = classify(paths["optical"], paths["sar"], ck, out, device=device, tile_size=tile, overlap=overlap,
+                   batch_size=batch, precision=precision)
+    mpix = res["width"] * res["height"] / 1e6
+    return {
+        "model": name,
+        "config": "small " + json.dumps(config) if config else "paper",
+        "device": res["device"],
+        "precision": res["precision"],
+        "scene_px": size,
+        "tile": tile,
+        "overlap": overlap,
+        "batch": batch,
+        "windows": res["windows"],
+        "seconds": res["seconds"],
+        "seconds_model": res["seconds_model"],
+        "mpix_per_s": mpix / res["seconds"],
+        "model_mpix_per_s": mpix / res["seconds_model"] if res["seconds_model"] else None,
+        "overhead_share": 1.0 - res["seconds_model"] / res["seconds"],
+    }
+
+
+def _corner_extent(optical, tile):
+    import rasterio
+
+    with rasterio.open(optical) as ds:
+        b, r = ds.bounds, ds.res[0]
+        return (b.left, b.top - tile * r, b.left + tile * r, b.top)
+
+
+# -- 2. peak RSS in child processes -------------------------------------------------------------------------
+
+
+def cheap_predictor(num_classes: int, channels: int):
+    """A fixed per-pixel linear map + softmax (numpy): a 'model' costing almost nothing.
+
+    Computed window by window into the output array, so that its own temporaries
+    stay small and the figures show the engine's memory, not this stand-in's.
+    """
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((num_classes, channels)).astype(np.float32)
+
+    def predict(optical, sar):
+        b, _, h, wd = optical.shape
+        out = np.empty((b, num_classes, h, wd), np.float32)
+        for k in range(b):
+            x = np.concatenate([optical[k], sar[k]]).reshape(channels, -1)
+            z = out[k].reshape(num_classes, -1)
+            np.matmul(w, x, out=z)
+            z -= z.max(axis=0, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=0, keepdims=True)
+        return out
+
+    return predict
+
+
+def rss_child(size: int, workdir: Path, confidence: bool) -> None:
+    """Runs in its own process: classify the prepared scene, print JSON with this process's peak RSS."""
+    from optsar_plugin.inference import run_inference
+
+    folder = workdir / f"rss_{size}"
+    meta = scene_metadata("mosfnet", RSS_OPTICAL, RSS_SAR, RSS_CLASSES, {})
+    t0 = time.perf_counter()
+    res = run_inference(folder / "optical.tif", folder / "sar.tif", folder / "out.tif", meta,
+                        cheap_predictor(RSS_CLASSES, RSS_OPTICAL + RSS_SAR), tile_size=512, overlap=64, batch_size=4,
+                        output_confidence=folder / "conf.tif" if confidence else None)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"size": size, "peak_rss_mib": peak_kib / 1024, "seconds": time.perf_counter() - t0,
+                      "windows": res["windows"], "confidence": confidence}))
+
+
+def run_child(args, timeout=3600) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def bench_rss(sizes, workdir: Path, confidence: bool) -> list:
+    out = []
+    for size in sizes:
+        folder = workdir / f"rss_{size}"
+        if not (folder / "sar.tif").exists():
+            run_child(["--make-scene", str(size), "--workdir", str(workdir)])
+        out.append(run_child(["--rss-child", str(size), "--workdir", str(workdir)]
+                             + (["--confidence"] if confidence else [])))
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=None, help="comma-separated model names (default: all registered)")
+    p.add_argument("--cpu-size", type=int, default=512)
+    p.add_argument("--gpu-size", type=int, default=4096)
+    p.add_argument("--rss-sizes", default="1000,8000")
+    p.add_argument("--skip-rss", action="store_true")
+    p.add_argument("--skip-models", action="store_true")
+    p.add_argument("--workdir", default=None, help="keep the generated scenes here (default: a temporary folder)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--make-scene", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--confidence", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.make_scene:
+        make_scene(Path(args.workdir) / f"rss_{args.make_scene}", args.make_scene, RSS_OPTICAL, RSS_SAR)
+        return 0
+    if args.rss_child:
+        rss_child(args.rss_child, Path(args.workdir), args.confidence)
+        return 0
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="optsar-bench-classify-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "models": [], "rss": []}
+    print(f"bench_classify: {report['machine']}; work folder {workdir}")
+    failed = False
+    try:
+        if not args.skip_models:
+            failed |= _bench_models(args, workdir, report)
+        if not args.skip_rss:
+            failed |= _bench_memory(args, workdir, report)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 1 if failed else 0
+
+
+def _bench_models(args, workdir, report) -> bool:
+    import torch
+
+    from optsar_plugin.models import MODEL_NAMES
+
+    names = args.models.split(",") if args.models else list(MODEL_NAMES)
+    runs = [("cpu", name, CPU_CONFIGS.get(name, {}), args.cpu_size, 256, 32, 2, "fp32") for name in names]
+    if torch.cuda.is_available():
+        for name in names:
+            for prec in ("fp32", "bf16"):
+                runs.append(("cuda", name, {}, args.gpu_size, 512, 64, 8, prec))
+    else:
+        print("No CUDA GPU: GPU figures skipped.")
+    print(f"\n1. Throughput through the engine (classify), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    header = f"{'model':15} {'config':8} {'device':6} {'prec':5} {'scene':>6} {'tile':>5} {'win':>4} " \
+             f"{'Mpix/s':>8} {'net Mpix/s':>10} {'overhead':>8}"
+    print(header)
+    failed = False
+    for device, name, config, size, tile, overlap, batch, prec in runs:
+        try:
+            r = bench_model(name, config, device, size, tile, overlap, batch, prec, workdir)
+        except Exception as exc:  # report and go on with the other models
+            print(f"{name:15} {device:6} FAILED: {type(exc).__name__}: {exc}")
+            traceback.print_exc(limit=3)
+            failed = True
+            continue
+        report["models"].append(r)
+        print(f"{name:15} {'small' if config else 'paper':8} {device:6} {r['precision']:5} {size:>6} {tile:>5} "
+              f"{r['windows']:>4} {r['mpix_per_s']:>8.3f} {r['model_mpix_per_s']:>10.3f} "
+              f"{100 * r['overhead_share']:>7.1f}%")
+    for name, cfg in CPU_CONFIGS.items():
+        if cfg and name in names:
+            print(f"  small config {name}: {json.dumps(cfg)}")
+    print("  overhead = share of the run outside the network forward (reading, SAR warping, normalising, "
+          "blending, writing); target < 10 %")
+    return failed
+
+
+def _bench_memory(args, workdir, report) -> bool:
+    sizes = [int(s) for s in args.rss_sizes.split(",")]
+    print(f"\n2. Peak RSS, one process per scene; tile 512, overlap 64, batch 4, {RSS_OPTICAL} optical + {RSS_SAR} "
+          f"SAR bands (SAR in EPSG:4326), {RSS_CLASSES} classes; very cheap fixed numpy predictor (per-pixel linear "
+          "map + softmax) so the large scene finishes on 2 cores")
+    failed = False  # a missed target is printed, not an error; a crash is
+    for confidence in (False, True):
+        label = "class map + confidence" if confidence else "class map"
+        rows = bench_rss(sizes, workdir, confidence)
+        report["rss"].append({"outputs": label, "runs": rows})
+        for r in rows:
+            print(f"  {r['size']:>5} x {r['size']:<5} {label:24} peak RSS {r['peak_rss_mib']:8.1f} MiB "
+                  f"({r['windows']} windows, {r['seconds']:.1f} s)")
+        if len(rows) >= 2:
+            ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
+            ok = ratio <= 1.2
+            print(f"  ratio {rows[-1]['size']}^2 / {rows[0]['size']}^2 ({label}): {ratio:.3f} "
+                  f"(target <= 1.2: {'met' if ok else 'NOT MET'})")
+            report["rss"][-1]["ratio"] = ratio
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
