@@ -6,7 +6,7 @@ Data flow (one pass over the scene, window by window)::
     SAR window      ─┼─> normalise (checkpoint stats) ─> batch ─> model ─> softmax
     cloud window    ─┘                                                       │
     blender (Hann-like weights, rolling accumulators) <──────────────────────┘
-      └─> finished rows ─> row writer (whole GeoTIFF block rows) ─> temp files ─> rename
+      └─> finished pixels ─> tile writer (whole GeoTIFF tiles) ─> temp files ─> rename
 
 Choices (the papers say nothing about deployment; these are ours):
 
@@ -28,8 +28,9 @@ Choices (the papers say nothing about deployment; these are ours):
   memory: the current window's (classes + 1, T, T) sums with the ``overlap``
   columns shared with the next window, a (classes + 1, overlap, width) band of
   rows shared with the next row of windows, and the row writer's buffer of at
-  most one GeoTIFF block row plus one window row of *final* values (uint8 codes,
-  and float32 confidence/probabilities when asked for).  Memory therefore grows
+  most one unfinished GeoTIFF tile row plus the tiles being blended, of *final*
+  values (uint8 codes, and float32 confidence/probabilities when asked for);
+  tiles are written, each exactly once, as soon as they are complete.  Memory therefore grows
   only with the scene *width* times ``overlap`` (about 20 MB for 8000 px, 9
   classes, overlap 64), never with its height or area.  Two process-level
   effects are bounded as well: the GDAL block cache is capped at
@@ -303,59 +304,90 @@ class AdaptivePredictor:
 # -- streaming blender and writer -------------------------------------------------------------------
 
 
-class RowWriter:
-    """Collects finished pixels row band by row band; writes whole GeoTIFF block rows.
+class _TileColumns:
+    """One output raster written in whole GeoTIFF tiles as soon as they are final.
 
-    ``put`` stores final values of a block (rows r0.., cols c0..); ``rows_done(r)``
-    says that every row below ``r`` is complete, after which full block rows are
-    written and dropped from the buffer.  Outputs: the class codes (uint8), and
-    optionally confidence (float32) and probabilities (float32, one band per class).
+    Finished pixels arrive as blocks (``put``); they are kept per column of tiles
+    ("chunk", ``block`` px wide) until ``done(row_end, col_end)`` says that every
+    pixel above ``row_end`` and left of ``col_end`` is final, and then each chunk
+    left of ``col_end`` writes its complete tile rows in one call.  GDAL thus
+    compresses every tile exactly once, and what waits in memory is at most the
+    unfinished tile row (< ``block`` rows) across the width plus the current
+    window row in the chunks still being blended - not a whole row of windows.
     """
 
-    def __init__(self, width: int, height: int, capacity: int, classes_ds, confidence_ds=None,
-                 probabilities_ds=None, num_classes: int = 0, block: int = BLOCK):
-        self.width, self.height, self.block = width, height, block
-        cap = capacity + block
-        self.classes_ds, self.confidence_ds, self.probabilities_ds = classes_ds, confidence_ds, probabilities_ds
-        self.codes = np.full((cap, width), NODATA, np.uint8)
-        self.conf = np.full((cap, width), np.nan, np.float32) if confidence_ds is not None else None
-        self.probs = np.full((num_classes, cap, width), np.nan, np.float32) if probabilities_ds is not None else None
-        self.start = 0  # raster row of buffer row 0
-        self.valid = 0
-        self.cloudy = 0
-        self.class_counts = np.zeros(256, np.int64)
+    def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None):
+        self.ds, self.width, self.height, self.block = ds, width, height, block
+        self.nchunks = -(-width // block)
+        self.pending = [[] for _ in range(self.nchunks)]  # (row0, col offset in chunk, array (bands, h, w))
+        self.start = [0] * self.nchunks  # first unwritten row of each chunk (a multiple of block)
+        self.on_write = on_write
 
-    def put(self, r0, c0, codes, conf=None, probs=None):
-        a = r0 - self.start
-        h, w = codes.shape
-        self.codes[a : a + h, c0 : c0 + w] = codes
-        if self.conf is not None:
-            self.conf[a : a + h, c0 : c0 + w] = conf
-        if self.probs is not None:
-            self.probs[:, a : a + h, c0 : c0 + w] = probs
+    def put(self, r0: int, c0: int, values: np.ndarray) -> None:
+        h, w = values.shape[-2:]
+        B = self.block
+        for k in range(c0 // B, (c0 + w - 1) // B + 1):
+            a, b = max(c0, k * B), min(c0 + w, (k + 1) * B)
+            self.pending[k].append((r0, a - k * B, values[:, :, a - c0 : b - c0].copy()))
 
-    def rows_done(self, row_end: int):
-        n = row_end - self.start
-        full = n if row_end >= self.height else (n // self.block) * self.block
-        if full <= 0:
-            return
+    def done(self, row_end: int, col_end: int) -> None:
         from rasterio.windows import Window
 
-        win = Window(0, self.start, self.width, full)
-        self.classes_ds.write(self.codes[:full], 1, window=win)
-        self.class_counts += np.bincount(self.codes[:full].ravel(), minlength=256)
-        if self.conf is not None:
-            self.confidence_ds.write(self.conf[:full], 1, window=win)
-        if self.probs is not None:
-            self.probabilities_ds.write(self.probs[:, :full], window=win)
-        rest = n - full
-        if rest:
-            self.codes[:rest] = self.codes[full:n]
-            if self.conf is not None:
-                self.conf[:rest] = self.conf[full:n]
-            if self.probs is not None:
-                self.probs[:, :rest] = self.probs[:, full:n]
-        self.start += full
+        B = self.block
+        for k in range(self.nchunks):
+            c_lo, c_hi = k * B, min((k + 1) * B, self.width)
+            if c_hi > col_end:
+                break
+            top = self.start[k]
+            n = row_end - top
+            full = n if row_end >= self.height else (n // B) * B
+            if full <= 0:
+                continue
+            pieces = self.pending[k]
+            out = np.empty((pieces[0][2].shape[0], full, c_hi - c_lo), pieces[0][2].dtype)
+            keep = []
+            for r0, co, arr in pieces:
+                h = arr.shape[1]
+                lo, hi = max(r0, top), min(r0 + h, top + full)
+                if hi > lo:
+                    out[:, lo - top : hi - top, co : co + arr.shape[2]] = arr[:, lo - r0 : hi - r0]
+                if r0 + h > top + full:
+                    cut = max(0, top + full - r0)
+                    keep.append((r0 + cut, co, arr[:, cut:] if cut else arr))
+            self.pending[k] = keep
+            self.ds.write(out, window=Window(c_lo, top, c_hi - c_lo, full))
+            if self.on_write is not None:
+                self.on_write(out)
+            self.start[k] = top + full
+
+
+class TileWriter:
+    """The blender's sink: class codes (uint8), and optionally confidence and probabilities (float32)."""
+
+    def __init__(self, width: int, height: int, classes_ds, confidence_ds=None, probabilities_ds=None,
+                 block: int = BLOCK):
+        self.class_counts = np.zeros(256, np.int64)
+
+        def count(codes):
+            self.class_counts += np.bincount(codes.ravel(), minlength=256)
+
+        self.outputs = [_TileColumns(classes_ds, width, height, block, on_write=count)]
+        self.confidence = _TileColumns(confidence_ds, width, height, block) if confidence_ds is not None else None
+        self.probabilities = (
+            _TileColumns(probabilities_ds, width, height, block) if probabilities_ds is not None else None
+        )
+
+    def put(self, r0, c0, codes, conf=None, probs=None):
+        self.outputs[0].put(r0, c0, codes[None])
+        if self.confidence is not None:
+            self.confidence.put(r0, c0, conf[None])
+        if self.probabilities is not None:
+            self.probabilities.put(r0, c0, probs)
+
+    def done(self, row_end: int, col_end: int):
+        for w in (self.outputs[0], self.confidence, self.probabilities):
+            if w is not None:
+                w.done(row_end, col_end)
 
 
 class StreamingBlender:
@@ -365,8 +397,9 @@ class StreamingBlender:
     stride, overlap < half the tile), ``th``/``tw`` the window size, ``H``/``W`` the
     output size.  ``add(i, j, probs, valid, cloud)`` takes window (i, j)'s
     probabilities (C, th, tw) (or None when the window has no valid pixel) and its
-    validity/cloud masks, and passes finished pixels to ``sink.put``; after the last
-    window of a row of windows ``sink.rows_done`` is called.
+    validity/cloud masks, passes finished pixels to ``sink.put`` and then calls
+    ``sink.done(row_end, col_end)``: every pixel above ``row_end`` and left of
+    ``col_end`` is final.
     """
 
     def __init__(self, H, W, C, th, tw, rows, cols, codes, sink, confidence=False, probabilities=False):
@@ -408,8 +441,7 @@ class StreamingBlender:
             s = self.cols[j + 1] - c0
             acc[:, :, : tw - s] = acc[:, :, s:]
             acc[:, :, tw - s :] = 0.0
-        else:
-            self.sink.rows_done(r0 + fh)
+        self.sink.done(r0 + fh, c0 + fw)
 
     def _emit(self, r0, c0, block, valid, cloud):
         C = self.C
@@ -676,7 +708,7 @@ def run_inference(
                 for k, c in enumerate(scheme.classes, start=1):
                     prob_ds.set_band_description(k, c.name)
 
-            writer = RowWriter(W, H, th, cls_ds, conf_ds, prob_ds, len(scheme))
+            writer = TileWriter(W, H, cls_ds, conf_ds, prob_ds)
             blender = StreamingBlender(H, W, len(scheme), th, tw, rows, cols, scheme.codes, writer,
                                        confidence=conf_ds is not None, probabilities=prob_ds is not None)
             runner = AdaptivePredictor(predictor, batch_size, overlap, feedback, min_tile)

@@ -149,15 +149,17 @@ def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap):
         def __init__(self):
             self.codes = np.full((H, W), 77, np.uint8)
             self.conf = np.full((H, W), -1, np.float32)
-            self.done = []
+            self.rows = []
 
         def put(self, r0, c0, codes, conf=None, probs=None):
             assert (self.codes[r0:r0 + codes.shape[0], c0:c0 + codes.shape[1]] == 77).all()  # each pixel once
             self.codes[r0:r0 + codes.shape[0], c0:c0 + codes.shape[1]] = codes
             self.conf[r0:r0 + codes.shape[0], c0:c0 + codes.shape[1]] = conf
 
-        def rows_done(self, r):
-            self.done.append(r)
+        def done(self, row_end, col_end):
+            assert (self.codes[:row_end, :col_end] != 77).all()  # everything declared final was emitted
+            if col_end == W:
+                self.rows.append(row_end)
 
     sink = Sink()
     codes = [c["code"] for c in CLASSES]
@@ -179,7 +181,7 @@ def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap):
     ok = valid[:H, :W]
     np.testing.assert_allclose(sink.conf[ok], ref.max(0)[ok], rtol=1e-5)
     assert np.isnan(sink.conf[~ok]).all()
-    assert sink.done == [rows[k + 1] for k in range(len(rows) - 1)] + [H]
+    assert sink.rows == [rows[k + 1] for k in range(len(rows) - 1)] + [H]
     # the accumulators do not depend on the scene height
     assert b.carry.shape == (C + 1, th - (rows[1] - rows[0]) if len(rows) > 1 else 0, W)
 
@@ -226,6 +228,22 @@ def test_outputs_have_codes_colour_table_names_tags_and_style(tmp_path):
     # the class map is the argmax of the probabilities, mapped to the checkpoint's codes
     np.testing.assert_array_equal(data, np.array([0, 4, 6], np.uint8)[probs.argmax(0)])
     assert res["class_pixels"][0] + res["class_pixels"][4] + res["class_pixels"][6] == 150 * 170
+
+
+def test_every_output_tile_is_written_once(tmp_path, monkeypatch):
+    """Compressed tiles rewritten after a partial write would leave dead space: the files are as
+    small as a one-shot copy of the same pixels with the same creation options.  (A tiny GDAL
+    cache makes GDAL flush any partially written tile at once, as on a large scene.)"""
+    monkeypatch.setattr(inference, "GDAL_CACHE_BYTES", 256 * 1024)
+    o, s = scene(tmp_path, 600, 700)
+    run_inference(o, s, tmp_path / "out.tif", metadata(), linear_predictor, tile_size=96, overlap=24, batch_size=3,
+                  output_confidence=tmp_path / "conf.tif")
+    for name in ("out.tif", "conf.tif"):
+        with rasterio.open(tmp_path / name) as ds:
+            data, profile = ds.read(), ds.profile
+        with rasterio.open(tmp_path / f"copy_{name}", "w", **profile) as ds:
+            ds.write(data)
+        assert (tmp_path / name).stat().st_size <= 1.01 * (tmp_path / f"copy_{name}").stat().st_size + 4096
 
 
 def test_tiled_equals_single_pass_for_a_pointwise_predictor(tmp_path):
@@ -469,10 +487,10 @@ def test_oom_at_the_smallest_setting_is_a_clear_error(tmp_path):
 def test_memory_does_not_grow_with_scene_height(tmp_path):
     """numpy allocations peak at the same size for a 4x taller scene (streaming, no whole-scene arrays)."""
     peaks = []
-    for h in (192, 768):
+    for h in (640, 2560):  # both several output tile rows (256 px) high
         folder = tmp_path / str(h)
         folder.mkdir()
-        o, s = scene(folder, h, 256)
+        o, s = scene(folder, h, 160)
         tracemalloc.start()
         run_inference(o, s, folder / "out.tif", metadata(), linear_predictor, tile_size=64, overlap=16,
                       batch_size=2, output_confidence=folder / "conf.tif")
@@ -504,6 +522,23 @@ def test_striped_inputs_get_a_cache_holding_a_window_row(tmp_path):
         assert inference._gdal_cache_bytes(rasterio, (b, None), 512) == inference.GDAL_CACHE_BYTES
         need = inference._gdal_cache_bytes(rasterio, (b, a), 512)
     assert need >= 512 * 4000 * 3 * 2  # a 512-row strip of the striped raster fits
+
+
+def test_real_sentinel_pair_with_partial_sar_footprint(realdata, tmp_path):
+    """SEN12MS-CR: Sentinel-2 patch p30 with the Sentinel-1 patch p31 (shifted 1280 m east): only the shared
+    half is classified, the rest is nodata; the output keeps the S2 grid."""
+    s2 = realdata / "sen12ms_cr" / "s2_cloudfree" / "ROIs1158_spring_101_p30_s2.tif"
+    s1 = realdata / "sen12ms_cr" / "s1" / "ROIs1158_spring_101_p31_s1.tif"
+    meta = metadata(optical=[f"B{i}" for i in range(1, 14)], sar=("VV", "VH"))
+    meta["normalisation"]["sar"] = {"center": [-25.0, -27.0], "scale": [2.0, 2.0], "to_db": False}
+    meta["normalisation"]["optical"] = {"center": [1500.0] * 13, "scale": [700.0] * 13, "to_db": False}
+    res = run_inference(s2, s1, tmp_path / "out.tif", meta, linear_predictor, tile_size=128, overlap=32)
+    with rasterio.open(s2) as ref, rasterio.open(tmp_path / "out.tif") as out:
+        assert out.crs == ref.crs and out.transform == ref.transform and out.shape == ref.shape
+        data = out.read(1)
+    assert (data[:, :128] == NODATA).all()
+    assert (data[:, 128:] != NODATA).all() and len(np.unique(data[:, 128:])) > 1
+    assert res["valid_pixels"] == 256 * 128
 
 
 # -- bad input -------------------------------------------------------------------------------------
