@@ -89,11 +89,11 @@ class ClassScheme:
         return [{"code": int(c.code), "name": c.name, "color": c.color} for c in self.classes]
 
     @classmethod
-    def from_list(cls, items: Iterable[dict], source: str = "custom") -> "ClassScheme":
+    def from_list(cls, items: Iterable[dict], source: str = "custom") -> ClassScheme:
         return cls([LandCoverClass(int(i["code"]), str(i["name"]), str(i["color"]).upper()) for i in items], source)
 
     @classmethod
-    def from_names_and_codes(cls, pairs: Sequence[tuple]) -> "ClassScheme":
+    def from_names_and_codes(cls, pairs: Sequence[tuple]) -> ClassScheme:
         """Build a scheme from (code, name) pairs, colouring from a known scheme where names match."""
         names = [str(n) for _, n in pairs]
         known = match_known_scheme(names)
@@ -139,5 +139,5 @@ def generated_palette(n: int) -> List[str]:
         h = (i * 0.618033988749895) % 1.0
         light = 0.45 if i % 2 == 0 else 0.6
         r, g, b = colorsys.hls_to_rgb(h, light, 0.65)
-        out.append("#{:02X}{:02X}{:02X}".format(int(r * 255), int(g * 255), int(b * 255)))
+        out.append(f"#{int(r * 255):02X}{int(g * 255):02X}{int(b * 255):02X}")
     return out
