@@ -223,7 +223,7 @@ def _landscape(rng: np.random.Generator, n: int):
     slope = np.gradient(centre)
     idx = np.clip(np.round(ru).astype(np.int64) + n, 0, grid_u.size - 1)
     dist = np.abs(rv - centre[idx]) / np.sqrt(1 + slope[idx] ** 2)
-    half = 2.5 + 1.5 * np.abs(_smooth_1d(rng, grid_u.size, n / 10))[idx]
+    half = 3.5 + 2.5 * np.abs(_smooth_1d(rng, grid_u.size, n / 10))[idx]  # 70-150 m wide
     bank = (dist >= half) & (dist < half + 3 + 10 * np.maximum(wet + 0.3, 0)) & (wet > -0.3)
     cls[bank] = CODE["flooded_vegetation"]
     obj[bank] = next_id
@@ -289,9 +289,15 @@ def _optical(rng, cls, obj) -> np.ndarray:
     out[2, tiles] *= 1.2  # red roof tiles on some blocks
     out *= (bright[:, None] * (1 + shape)).T[:, obj]
     out *= 1 + 0.04 * smooth_field(rng, (n, n), 30)  # illumination / moisture
+    # Within-object texture (canopy gaps, weeds, soil patches): fine-grained and partly band-specific, so that
+    # single pixels are ambiguous while the object as a whole is not.
+    out *= 1 + 0.08 * smooth_field(rng, (n, n), 1.2)[None]
+    out *= 1 + 0.05 * np.stack([smooth_field(rng, (n, n), 1.5) for _ in range(nb)])
+    trees = cls == CODE["trees"]
+    out[:, trees] *= np.exp(rng.normal(0, 0.12, trees.sum())).astype(f32)  # crowns and their shadows
     out = _blur(out, 0.5)  # sensor PSF: mixed pixels at boundaries
-    out *= 1 + 0.02 * rng.standard_normal((1, n, n)).astype(f32)
-    out *= 1 + 0.015 * rng.standard_normal((nb, n, n)).astype(f32)
+    out *= 1 + 0.03 * rng.standard_normal((1, n, n)).astype(f32)
+    out *= 1 + 0.03 * rng.standard_normal((nb, n, n)).astype(f32)
     return out
 
 

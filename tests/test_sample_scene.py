@@ -142,13 +142,16 @@ def test_clouds_only_on_optical_with_mask(scene):
 
 
 def _pair_separability(x, y, a, b):
-    """Nearest-class-centroid accuracy (standardised features) for classes a vs b."""
-    sel = (y == a) | (y == b)
-    xs, ys = x[:, sel].T.astype(float), y[sel]
-    xs = (xs - xs.mean(0)) / (xs.std(0) + 1e-9)
-    ca, cb = xs[ys == a].mean(0), xs[ys == b].mean(0)
-    pred = np.where(((xs - ca) ** 2).sum(1) < ((xs - cb) ** 2).sum(1), a, b)
-    return (pred == ys).mean()
+    """Balanced accuracy of a small random forest telling class a from b per pixel (half the pixels held out)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(np.flatnonzero(((y == a) | (y == b)).ravel()))
+    tr, te = idx[: min(4000, idx.size // 2)], idx[idx.size // 2 :]
+    xs, ys = x.reshape(x.shape[0], -1).T, y.ravel()
+    rf = RandomForestClassifier(30, min_samples_leaf=3, random_state=0, n_jobs=1).fit(xs[tr], ys[tr])
+    pred = rf.predict(xs[te])
+    return np.mean([np.mean(pred[ys[te] == c] == c) for c in (a, b)])
 
 
 def test_fusion_matters(tmp_path):
@@ -161,12 +164,12 @@ def test_fusion_matters(tmp_path):
     for a, b in (("grass", "flooded_vegetation"), ("built", "bare")):
         opt_acc = _pair_separability(clear, truth, code[a], code[b])
         sar_acc = _pair_separability(sar, truth, code[a], code[b])
-        assert sar_acc > opt_acc + 0.05, (a, b, opt_acc, sar_acc)
+        assert sar_acc > opt_acc + 0.05 and opt_acc < 0.95, (a, b, opt_acc, sar_acc)
     # ... and the other way round.
     for a, b in (("water", "bare"), ("grass", "crops")):
         opt_acc = _pair_separability(clear, truth, code[a], code[b])
         sar_acc = _pair_separability(sar, truth, code[a], code[b])
-        assert opt_acc > sar_acc + 0.05, (a, b, opt_acc, sar_acc)
+        assert opt_acc > sar_acc + 0.1, (a, b, opt_acc, sar_acc)
 
 
 def test_no_clouds_and_bad_size(tmp_path):

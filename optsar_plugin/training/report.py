@@ -83,17 +83,16 @@ def _chart(series, title: str, ylabel: str, best_x: Optional[float] = None, widt
         y = y0 + (y1 - y0) * i / 5
         out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
                    f'<text x="{ml - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.3g}</text>')
-    n_ticks = min(10, int(x1 - x0) + 1)
-    for i in range(n_ticks):
-        x = x0 + (x1 - x0) * i / max(1, n_ticks - 1)
-        out.append(f'<text x="{sx(x):.1f}" y="{mt + ph + 16}" text-anchor="middle">{x:.3g}</text>')
+    step = max(1, math.ceil((x1 - x0) / 10))
+    for x in range(int(math.ceil(x0)), int(x1) + 1, step):
+        out.append(f'<text x="{sx(x):.1f}" y="{mt + ph + 16}" text-anchor="middle">{x}</text>')
     out.append(f'<text x="{ml + pw / 2}" y="{height - 8}" text-anchor="middle">epoch</text>'
                f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" transform="rotate(-90 14 {mt + ph / 2})">'
                f'{html.escape(ylabel)}</text>')
     if best_x is not None:
         out.append(f'<line x1="{sx(best_x):.1f}" x2="{sx(best_x):.1f}" y1="{mt}" y2="{mt + ph}" '
                    'stroke="#999" stroke-dasharray="4 3"/>'
-                   f'<text x="{sx(best_x) + 4:.1f}" y="{mt + 12}" fill="#666">best</text>')
+                   f'<text x="{sx(best_x) - 4:.1f}" y="{mt + ph - 6}" fill="#666" text-anchor="end">best</text>')
     for k, (label, colour, s) in enumerate(series):
         good = [(x, y) for x, y in s if y is not None and not math.isnan(y)]
         if not good:
@@ -102,8 +101,9 @@ def _chart(series, title: str, ylabel: str, best_x: Optional[float] = None, widt
         out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         out.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>' for x, y in good)
         ly = mt + 14 + 16 * k
-        out.append(f'<line x1="{ml + pw - 120}" x2="{ml + pw - 100}" y1="{ly}" y2="{ly}" stroke="{colour}" '
-                   f'stroke-width="2"/><text x="{ml + pw - 95}" y="{ly + 4}">{html.escape(label)}</text>')
+        lx = ml + pw - 180
+        out.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+                   f'stroke-width="2"/><text x="{lx + 25}" y="{ly + 4}">{html.escape(label)}</text>')
     out.append("</svg>")
     return "".join(out)
 
