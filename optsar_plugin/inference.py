@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
 import sys
 import time
 import uuid
@@ -735,6 +736,7 @@ def run_inference(
         apply_class_metadata(temps["output"], scheme)
         temps["qml"] = _temp_path(finals["output"], ".qml")
         write_qml(temps["qml"], scheme)
+        shutil.copymode(temps["output"], temps["qml"])  # the style is as readable as the raster (not 0600)
         check_cancel(feedback)
         qml_final = os.path.splitext(finals["output"])[0] + ".qml"
         for key in ("confidence", "probabilities", "output"):
@@ -878,11 +880,15 @@ def _stream(opt_ds, obands, sar_src, sbands, cloud_src, region, th, tw, rows, co
     batches = [order[b0 : b0 + batch_size] for b0 in range(0, total, batch_size)]
 
     ob, sb = len(obands), len(sbands)
+    # Two sets of batch arrays, used in turn: the reader fills one while the network reads
+    # the other (batch b + 2 is only requested after batch b has been predicted and blended).
+    buffers = [(np.empty((batch_size, ob, th, tw), np.float32), np.empty((batch_size, sb, th, tw), np.float32))
+               for _ in range(min(2, len(batches)))]
 
-    def prepare(batch):
+    def prepare(b):
+        batch = batches[b]
         # normalised windows go straight into the batch arrays (no second copy by stacking)
-        opt_b = np.empty((len(batch), ob, th, tw), np.float32)
-        sar_b = np.empty((len(batch), sb, th, tw), np.float32)
+        opt_b, sar_b = buffers[b % 2]
         items, live = [], []
         for k, (i, j) in enumerate(batch):
             check_cancel(feedback)
@@ -909,10 +915,10 @@ def _stream(opt_ds, obands, sar_src, sbands, cloud_src, region, th, tw, rows, co
     done = 0
     last_pct = -1
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="optsar-read") as pool:
-        future = pool.submit(prepare, batches[0])
+        future = pool.submit(prepare, 0)
         for b in range(len(batches)):
             items, live, stacked = future.result()
-            future = pool.submit(prepare, batches[b + 1]) if b + 1 < len(batches) else None
+            future = pool.submit(prepare, b + 1) if b + 1 < len(batches) else None
             try:
                 probs = runner(*stacked) if stacked is not None else None
                 del stacked

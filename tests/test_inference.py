@@ -200,6 +200,7 @@ def test_outputs_have_codes_colour_table_names_tags_and_style(tmp_path):
                         output_probabilities=tmp_path / "out" / "probs.tif", checkpoint_name="model.safetensors")
     assert files(out.parent) == ["classes.qml", "classes.tif", "classes.tif.aux.xml", "conf.tif", "probs.tif"]
     assert res["output"] == str(out) and res["qml"] == str(out.parent / "classes.qml")
+    assert (out.parent / "classes.qml").stat().st_mode == out.stat().st_mode  # as readable as the raster
     with rasterio.open(out) as ds:
         assert ds.dtypes == ("uint8",) and ds.nodata == 255 and (ds.width, ds.height) == (170, 150)
         assert ds.profile["tiled"] and ds.block_shapes == [(256, 256)]
@@ -485,18 +486,25 @@ def test_oom_at_the_smallest_setting_is_a_clear_error(tmp_path):
 
 
 def test_memory_does_not_grow_with_scene_height(tmp_path):
-    """numpy allocations peak at the same size for a 4x taller scene (streaming, no whole-scene arrays)."""
+    """numpy allocations peak at the same size for a 4x taller scene (streaming, no whole-scene arrays).
+
+    Any per-pixel storage of the whole scene - even one byte per pixel for the codes -
+    would add at least a byte per extra pixel; the allowance is three quarters of that, the
+    rest of the margin absorbs which per-window temporaries of the reader thread happen to
+    be alive at the peak."""
     peaks = []
-    for h in (640, 2560):  # both several output tile rows (256 px) high
+    heights, width = (768, 3072), 384
+    for h in heights:
         folder = tmp_path / str(h)
         folder.mkdir()
-        o, s = scene(folder, h, 160)
+        o, s = scene(folder, h, width)
         tracemalloc.start()
         run_inference(o, s, folder / "out.tif", metadata(), linear_predictor, tile_size=64, overlap=16,
                       batch_size=2, output_confidence=folder / "conf.tif")
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-    assert peaks[1] < 1.15 * peaks[0], peaks
+    extra_pixels = (heights[1] - heights[0]) * width
+    assert peaks[1] - peaks[0] < 0.75 * extra_pixels, peaks
 
 
 def test_gdal_cache_is_capped_for_the_run_and_restored(tmp_path):
