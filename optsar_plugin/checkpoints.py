@@ -42,11 +42,11 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import OptsarError
+from .fileio import publish, temp_path
 
 FORMAT_VERSION = 1
 METADATA_KEY = "optsar"
@@ -327,12 +327,10 @@ def save_checkpoint(path: PathLike, model, metadata: Dict) -> Dict:
         raise OptsarError(f"Checkpoint metadata is not JSON-serialisable: {exc}") from None
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=str(target.parent))
-    os.close(fd)
+    tmp = temp_path(target)
     try:
         st.save_file(tensors, tmp, metadata={"format": "pt", METADATA_KEY: encoded})
-        os.replace(tmp, target)
+        publish(tmp, target)
     except BaseException as exc:
         try:
             os.unlink(tmp)

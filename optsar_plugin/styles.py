@@ -35,13 +35,13 @@ keeps them upper case, so reading normalises to upper case.
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from .classes import NODATA, ClassScheme, LandCoverClass, generated_palette
 from .errors import OptsarError
+from .fileio import atomic_write_bytes
 
 QML_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
 QML_VERSION = "3.22.0"
@@ -60,18 +60,7 @@ def qml_path_for(raster_or_qml: PathLike) -> Path:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, data)
 
 
 def _upper_hex(color: str) -> str:

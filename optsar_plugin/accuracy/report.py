@@ -22,11 +22,12 @@ import html
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
+
+from ..fileio import publish, temp_path
 
 FORMAT_VERSION = 1
 NA = "n/a"
@@ -134,9 +135,8 @@ def build_metrics(*, classes, matrix, mapped_pixels, sample, estimates, inputs, 
 # --------------------------------------------------------------------------------------
 def _atomic_text(path: Path, text: str) -> str:
     """Write to a temporary file in the target folder; the caller renames it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+    tmp = temp_path(path)
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
     return tmp
 
@@ -155,7 +155,7 @@ def write_outputs(metrics: Dict, report=None, matrix=None, metrics_path=None) ->
         for _, path, text in jobs:
             temps.append(_atomic_text(path, text))
         for (_name, path, _), tmp in zip(jobs, temps):
-            os.replace(tmp, path)
+            publish(tmp, path)
     except BaseException:
         for tmp in temps:
             try:

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -50,6 +49,7 @@ import numpy as np
 
 from ..classes import ClassScheme
 from ..errors import OptsarError
+from ..fileio import publish, temp_path
 from ..progress import Feedback, NullFeedback, check_cancel
 
 ALLOCATIONS = ("proportional", "equal", "olofsson")
@@ -385,10 +385,7 @@ def _name(scheme: Optional[ClassScheme], code: int) -> str:
 def _write_points(output: Path, driver_name: str, layer_name: str, crs_wkt, xs, ys, codes, names, strata) -> None:
     from osgeo import ogr, osr
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + output.stem + ".", suffix=output.suffix, dir=str(output.parent))
-    os.close(fd)
-    os.unlink(tmp)  # OGR creates the file itself
+    tmp = temp_path(output, create=False)  # OGR creates the file itself
     try:
         drv = ogr.GetDriverByName(driver_name)
         ds = drv.CreateDataSource(tmp)
@@ -421,7 +418,7 @@ def _write_points(output: Path, driver_name: str, layer_name: str, crs_wkt, xs, 
         if transactions:
             lyr.CommitTransaction()
         ds = None
-        os.replace(tmp, output)
+        publish(tmp, output)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
