@@ -141,7 +141,8 @@ def main(out_dir: Path = ROOT / "resources" / "models") -> list:
     Processing.initialize()
     from algorithms.provider import OptsarProvider
 
-    QgsApplication.processingRegistry().addProvider(OptsarProvider())
+    provider = OptsarProvider()  # keep the Python object alive while QGIS uses it
+    QgsApplication.processingRegistry().addProvider(provider)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for builder in (classify_and_assess, train_classify_and_assess):
