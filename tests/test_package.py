@@ -58,3 +58,34 @@ def test_zip_installs_into_a_fresh_profile(plugin_zip, tmp_path):
     import torch
 
     assert result["results"]["TORCH_VERSION"] == str(torch.__version__)
+
+
+def test_installed_zip_classifies(plugin_zip, tmp_path):
+    """A small classification through qgis_process with only the installed zip on the plugin path."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    zipfile.ZipFile(plugin_zip).extractall(plugins)
+    profile = tmp_path / "profile"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_profile.py"), str(profile)], check=True)
+    from optsar_plugin.sample_scene import make_sample_scene
+
+    scene = make_sample_scene(tmp_path / "scene", size=192, seed=5)
+    ckpt = tmp_path / "tiny.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "optsar_plugin", "-q", "train", "--optical", scene["optical"], "--sar", scene["sar"],
+         "--reference", scene["reference_train"], "--class-field", "class_name", "--model", "cloudlulc_net",
+         "--epochs", "1", "--steps-per-epoch", "2", "--tile-size", "64", "--device", "cpu", "--output", str(ckpt)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "landcover.tif"
+    result = run_algorithm_json("optsar:classify", {
+        "OPTICAL": scene["optical"], "SAR": scene["sar"], "CHECKPOINT": ckpt, "MODEL": "cloudlulc_net",
+        "TILE_SIZE": 64, "OVERLAP": 16, "OUTPUT": out,
+    }, profile=profile, plugin_path=plugins)
+    assert result["results"]["OUTPUT"] == str(out)
+    import rasterio
+
+    with rasterio.open(out) as ds:
+        assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.shape == (192, 192)
+    assert out.with_suffix(".qml").is_file()
