@@ -33,6 +33,7 @@ from qgis.core import (  # noqa: E402
 from qgis.PyQt.QtCore import QPointF  # noqa: E402
 
 MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
+HELP_URL = "https://github.com/optsar-fusion/optsar_fusion/blob/main/README.md#graphical-models"
 Src = QgsProcessingModelChildParameterSource
 
 
@@ -98,7 +99,7 @@ def assess_child(x, y, reference_param="reference"):
 
 def classify_and_assess() -> QgsProcessingModelAlgorithm:
     m = QgsProcessingModelAlgorithm("Classify and assess", "OptSAR Fusion models", "classify_and_assess")
-    m.setHelpContent({"ALG_DESC": "Classify an optical + SAR scene with a checkpoint, then assess the map against "
+    m.setHelpContent({"HELP_URL": HELP_URL, "ALG_CREATOR": "OptSAR Fusion", "ALG_DESC": "Classify an optical + SAR scene with a checkpoint, then assess the map against "
                       "reference polygons or points. OA, kappa, mIoU and macro-F1 are among the results "
                       "(assess:OA, assess:KAPPA, assess:MIOU, assess:MACRO_F1)."})
     imagery_params(m)
@@ -110,7 +111,7 @@ def classify_and_assess() -> QgsProcessingModelAlgorithm:
 
 def train_classify_and_assess() -> QgsProcessingModelAlgorithm:
     m = QgsProcessingModelAlgorithm("Train, classify and assess", "OptSAR Fusion models", "train_classify_and_assess")
-    m.setHelpContent({"ALG_DESC": "Train a network on training reference polygons, classify the scene with the new "
+    m.setHelpContent({"HELP_URL": HELP_URL, "ALG_CREATOR": "OptSAR Fusion", "ALG_DESC": "Train a network on training reference polygons, classify the scene with the new "
                       "checkpoint, and assess the map against separate (held-out) reference data. "
                       "OA, kappa, mIoU and macro-F1 are among the results (assess:OA, assess:KAPPA, assess:MIOU)."})
     imagery_params(m)
