@@ -190,6 +190,29 @@ def test_no_validation_keeps_the_last_epoch(scene, tmp_path):
     assert any("VALIDATION_FRACTION is 0" in w for w in r["warnings"])
 
 
+def test_labels_on_nodata_pixels_are_ignored(scene, tmp_path):
+    with rasterio.open(scene["optical"]) as src:
+        profile, data = src.profile, src.read()
+    data[:, :, :40] = 0  # nodata strip on the left edge, where there are reference polygons
+    holed = tmp_path / "holed.tif"
+    with rasterio.open(holed, "w", **profile) as dst:
+        dst.write(data)
+    r = train(str(holed), scene["sar"], str(tmp_path / "h.safetensors"), reference=scene["reference_train"],
+              class_field="class_name", model="specsar_former", model_options=TINY["specsar_former"], epochs=1,
+              steps_per_epoch=1, **FAST)
+    assert any("where the optical or SAR raster is nodata are ignored" in w for w in r["warnings"])
+    full = read_metadata(r["checkpoint"])["training"]["labelled_pixels"]
+    assert sum(full.values()) < sum(read_metadata_labelled(scene).values())
+
+
+def read_metadata_labelled(scene):
+    from optsar_plugin.training.reference import labels_from_vector
+
+    with rasterio.open(scene["optical"]) as ds:
+        lab = labels_from_vector(scene["reference_train"], "class_name", ds)
+    return {c.name: int(n) for c, n in zip(lab.scheme, lab.counts)}
+
+
 # ------------------------------------------------------------------------------------------
 # fine-tuning
 # ------------------------------------------------------------------------------------------

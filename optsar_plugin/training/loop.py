@@ -387,10 +387,8 @@ def train(
                                      layer=reference_layer, feedback=fb)
         else:
             lab = labels_from_raster(str(labels), source.optical_ds, feedback=fb)
-        if source.in_memory:  # labels where the inputs are nodata cannot be learnt from
-            o_all, s_all, _ = source.read(0, 0, H, W)
-            invalid = raster_io.all_invalid(o_all) | raster_io.all_invalid(s_all)
-            del o_all, s_all
+        invalid = source.invalid_mask()  # labels where the inputs are nodata cannot be learnt from
+        if invalid is not None:
             n_bad = int((invalid & (lab.index != NODATA)).sum())
             if n_bad:
                 lab.index[invalid] = NODATA

@@ -113,6 +113,12 @@ class SceneSource:
                     None if self._c is None else self._c[sl].copy())
         return self._read_disk(row, col, h, w)
 
+    def invalid_mask(self) -> Optional[np.ndarray]:
+        """(H, W) bool, True where all optical or all SAR bands are invalid; None unless in memory."""
+        if not self.in_memory:
+            return None
+        return raster_io.all_invalid(self._o) | raster_io.all_invalid(self._s)
+
     @property
     def has_cloud_mask(self) -> bool:
         return self._c is not None or self.cloud_src is not None

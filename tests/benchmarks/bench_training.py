@@ -131,7 +131,7 @@ def classify_scene(paths, checkpoint, out_tif, ignore_sar, tile):
     def predictor(o, s):
         return torch_pred(o, np.zeros_like(s) if ignore_sar else s)
 
-    run_inference(paths["optical"], paths["sar"], out_tif, meta, predictor, tile_size=max(tile, 128), overlap=32,
+    run_inference(paths["optical"], paths["sar"], out_tif, meta, predictor, tile_size=tile, overlap=tile // 4,
                   batch_size=4, checkpoint_name=checkpoint)
     lut = np.full(256, 255, np.uint8)
     for k, c in enumerate(meta["classes"]):
