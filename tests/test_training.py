@@ -213,6 +213,44 @@ def read_metadata_labelled(scene):
     return {c.name: int(n) for c, n in zip(lab.scheme, lab.counts)}
 
 
+def _classify_codes(scene, checkpoint, out, zero_sar):
+    """Whole-scene classification through the inference engine, SAR zeroed for an optical-only model."""
+    from optsar_plugin.inference import TorchPredictor, run_inference
+
+    net, meta = load_checkpoint(checkpoint)
+    predict = TorchPredictor(net, next(net.parameters()).device)
+    run_inference(scene["optical"], scene["sar"], str(out), meta,
+                  lambda o, s: predict(o, np.zeros_like(s) if zero_sar else s), tile_size=64, overlap=16)
+    with rasterio.open(out) as ds:
+        return ds.read(1)
+
+
+def test_under_clouds_fusion_beats_optical_only(scene, tmp_path):
+    """The cheap version of the benchmark: same network, with and without SAR, on held-out pixels under thick cloud."""
+    from optsar_plugin.training.reference import labels_from_vector
+
+    with rasterio.open(scene["optical"]) as ds:
+        test = labels_from_vector(scene["reference_test"], "class_name", ds)
+    with rasterio.open(scene["cloud_mask"]) as ds:
+        thick = ds.read(1) == 1
+    codes = np.asarray(test.scheme.codes)
+    sel = (test.index != NODATA) & thick
+    assert sel.sum() > 1000
+    miou = {}
+    for variant in ("fused", "optical"):
+        ck = tmp_path / f"{variant}.safetensors"
+        _train(scene, ck, model="cloudlulc_net", epochs=3, steps_per_epoch=20, batch_size=4, learning_rate=3e-3,
+               cloud_mask=None, ignore_sar=variant == "optical")
+        pred = _classify_codes(scene, ck, tmp_path / f"pred_{variant}.tif", variant == "optical")
+        k = len(codes)
+        lut = np.full(256, k, np.int64)
+        lut[codes] = np.arange(k)
+        p, t = lut[pred[sel]], test.index[sel].astype(np.int64)
+        cm = np.bincount(t[p < k] * k + p[p < k], minlength=k * k).reshape(k, k)
+        miou[variant] = confusion_metrics(cm)["miou"]
+    assert miou["fused"] > max(2 * miou["optical"], miou["optical"] + 0.07), miou
+
+
 # ------------------------------------------------------------------------------------------
 # fine-tuning
 # ------------------------------------------------------------------------------------------
