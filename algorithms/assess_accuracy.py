@@ -19,7 +19,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import FeedbackAdapter, OptsarAlgorithm
+from .base import FeedbackAdapter, OptsarAlgorithm, raster_path
 
 
 def layer_classes(layer):
@@ -45,19 +45,6 @@ def file_has_classes(path: str) -> bool:
     from optsar_plugin.styles import qml_path_for, read_raster_classes
 
     return os.path.isfile(qml_path_for(path)) or read_raster_classes(path) is not None
-
-
-def raster_path(layer, name: str) -> str:
-    """The file behind a GDAL raster layer, or a clear error."""
-    if layer is None:
-        raise QgsProcessingException(f"The {name} layer is missing or invalid.")
-    if layer.providerType() != "gdal":
-        raise QgsProcessingException(
-            f"The {name} layer '{layer.name()}' is not a GDAL raster file (provider {layer.providerType()}); "
-            "save it as a GeoTIFF first."
-        )
-    path = layer.source().split("|")[0]
-    return path
 
 
 class AssessAccuracyAlgorithm(OptsarAlgorithm):

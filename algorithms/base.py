@@ -10,7 +10,12 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterRasterLayer,
+)
 from qgis.PyQt.QtGui import QIcon
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,3 +101,55 @@ class OptsarAlgorithm(QgsProcessingAlgorithm):
             return call(*args, **kwargs)
         except OptsarError as exc:
             raise QgsProcessingException(str(exc)) from None
+
+
+def raster_path(layer, name: str) -> str:
+    """The file behind a GDAL raster layer, or a clear error naming the layer."""
+    if layer is None:
+        raise QgsProcessingException(f"The {name} layer is missing or invalid.")
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"The {name} layer '{layer.name()}' is not a GDAL raster file (provider {layer.providerType()}); "
+            "save it as a GeoTIFF first."
+        )
+    return layer.source().split("|")[0]
+
+
+class ImageryInputs:
+    """The optical + SAR (+ cloud mask) inputs that classify and train share: names, widgets, reading."""
+
+    OPTICAL = "OPTICAL"
+    OPTICAL_BANDS = "OPTICAL_BANDS"
+    SAR = "SAR"
+    SAR_BANDS = "SAR_BANDS"
+    CLOUD_MASK = "CLOUD_MASK"
+
+    def add_imagery_parameters(self, band_order: str) -> None:
+        """``band_order`` describes the expected band order in the band parameters' labels."""
+        self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, "Optical raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.OPTICAL_BANDS, f"Optical bands, {band_order} (default: all)", parentLayerParameterName=self.OPTICAL,
+            optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, "SAR raster"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.SAR_BANDS, f"SAR bands, {band_order} (default: all)", parentLayerParameterName=self.SAR,
+            optional=True, allowMultiple=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, "Cloud mask (non-zero = cloud)", optional=True))
+
+    def _bands(self, parameters, name, context):
+        if not parameters.get(name):
+            return None
+        return [int(b) for b in self.parameterAsInts(parameters, name, context)] or None
+
+    def imagery_inputs(self, parameters, context) -> dict:
+        """File paths and 1-based band lists of the imagery, for the engine."""
+        cloud = None
+        if parameters.get(self.CLOUD_MASK):
+            cloud = raster_path(self.parameterAsRasterLayer(parameters, self.CLOUD_MASK, context), "cloud mask")
+        return {
+            "optical": raster_path(self.parameterAsRasterLayer(parameters, self.OPTICAL, context), "optical"),
+            "sar": raster_path(self.parameterAsRasterLayer(parameters, self.SAR, context), "SAR"),
+            "cloud_mask": cloud,
+            "optical_bands": self._bands(parameters, self.OPTICAL_BANDS, context),
+            "sar_bands": self._bands(parameters, self.SAR_BANDS, context),
+        }

@@ -13,18 +13,15 @@ import os
 
 from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
 )
 
-from .assess_accuracy import raster_path
-from .base import FeedbackAdapter, OptsarAlgorithm
+from .base import FeedbackAdapter, ImageryInputs, OptsarAlgorithm
 
 MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
 DEVICES = ("auto", "cuda", "cpu")
@@ -53,7 +50,7 @@ class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
-class ClassifyAlgorithm(OptsarAlgorithm):
+class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
     NAME = "classify"
     DISPLAY = "Classify land cover (optical + SAR)"
     GROUP = "Land cover"
@@ -62,11 +59,6 @@ class ClassifyAlgorithm(OptsarAlgorithm):
     TAGS = ("classification", "segmentation", "inference", "sentinel-1", "sentinel-2", "deep learning", "mosfnet",
             "specsar-former", "cloudlulc-net")
 
-    OPTICAL = "OPTICAL"
-    OPTICAL_BANDS = "OPTICAL_BANDS"
-    SAR = "SAR"
-    SAR_BANDS = "SAR_BANDS"
-    CLOUD_MASK = "CLOUD_MASK"
     MODEL = "MODEL"
     CHECKPOINT = "CHECKPOINT"
     EXTENT = "EXTENT"
@@ -117,21 +109,7 @@ class ClassifyAlgorithm(OptsarAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, "Optical raster"))
-        self.addParameter(
-            QgsProcessingParameterBand(
-                self.OPTICAL_BANDS, "Optical bands, in training order (default: all)",
-                parentLayerParameterName=self.OPTICAL, optional=True, allowMultiple=True,
-            )
-        )
-        self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, "SAR raster"))
-        self.addParameter(
-            QgsProcessingParameterBand(
-                self.SAR_BANDS, "SAR bands, in training order (default: all)",
-                parentLayerParameterName=self.SAR, optional=True, allowMultiple=True,
-            )
-        )
-        self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, "Cloud mask (non-zero = cloud)", optional=True))
+        self.add_imagery_parameters("in training order")
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.MODEL, "Model (must match the checkpoint; empty = the checkpoint's)", options=list(MODELS),
@@ -190,11 +168,6 @@ class ClassifyAlgorithm(OptsarAlgorithm):
             return None
         return self.parameterAsInt(parameters, self.OVERLAP, context)
 
-    def _bands(self, parameters, name, context):
-        if not parameters.get(name):
-            return None
-        return [int(b) for b in self.parameterAsInts(parameters, name, context)] or None
-
     def checkParameterValues(self, parameters, context):  # noqa: N802
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
@@ -249,11 +222,7 @@ class ClassifyAlgorithm(OptsarAlgorithm):
         from optsar_plugin.inference import classify
 
         optical_layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
-        optical = raster_path(optical_layer, "optical")
-        sar = raster_path(self.parameterAsRasterLayer(parameters, self.SAR, context), "SAR")
-        cloud = None
-        if parameters.get(self.CLOUD_MASK):
-            cloud = raster_path(self.parameterAsRasterLayer(parameters, self.CLOUD_MASK, context), "cloud mask")
+        imagery = self.imagery_inputs(parameters, context)
         extent = None
         if parameters.get(self.EXTENT):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, optical_layer.crs())
@@ -265,13 +234,13 @@ class ClassifyAlgorithm(OptsarAlgorithm):
         probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
         result = self.run_engine(
             classify,
-            optical,
-            sar,
+            imagery["optical"],
+            imagery["sar"],
             self.parameterAsFile(parameters, self.CHECKPOINT, context),
             output,
-            optical_bands=self._bands(parameters, self.OPTICAL_BANDS, context),
-            sar_bands=self._bands(parameters, self.SAR_BANDS, context),
-            cloud_mask=cloud,
+            optical_bands=imagery["optical_bands"],
+            sar_bands=imagery["sar_bands"],
+            cloud_mask=imagery["cloud_mask"],
             model=model,
             extent=extent,
             extent_crs=None,

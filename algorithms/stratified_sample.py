@@ -13,8 +13,8 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
-from .assess_accuracy import layer_classes, raster_path
-from .base import FeedbackAdapter, OptsarAlgorithm
+from .assess_accuracy import layer_classes
+from .base import FeedbackAdapter, OptsarAlgorithm, raster_path
 
 
 class StratifiedSampleAlgorithm(OptsarAlgorithm):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessing,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -22,8 +21,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .assess_accuracy import raster_path
-from .base import FeedbackAdapter, OptsarAlgorithm
+from .base import FeedbackAdapter, ImageryInputs, OptsarAlgorithm, raster_path
 
 MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
 MODEL_SIZES = ("small", "paper")
@@ -32,7 +30,7 @@ PRECISIONS = ("fp32", "bf16")
 CLOUD_SIMULATION = ("auto", "on", "off")
 
 
-class TrainAlgorithm(OptsarAlgorithm):
+class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
     NAME = "train"
     DISPLAY = "Train or fine-tune a network"
     GROUP = "Training"
@@ -41,11 +39,6 @@ class TrainAlgorithm(OptsarAlgorithm):
     TAGS = ("training", "fine-tuning", "deep learning", "checkpoint", "sentinel-1", "sentinel-2", "mosfnet",
             "specsar-former", "cloudlulc-net")
 
-    OPTICAL = "OPTICAL"
-    OPTICAL_BANDS = "OPTICAL_BANDS"
-    SAR = "SAR"
-    SAR_BANDS = "SAR_BANDS"
-    CLOUD_MASK = "CLOUD_MASK"
     REFERENCE = "REFERENCE"
     CLASS_FIELD = "CLASS_FIELD"
     NAME_FIELD = "NAME_FIELD"
@@ -118,15 +111,7 @@ class TrainAlgorithm(OptsarAlgorithm):
     )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, "Optical raster"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.OPTICAL_BANDS, "Optical bands, in order (default: all)", parentLayerParameterName=self.OPTICAL,
-            optional=True, allowMultiple=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, "SAR raster"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.SAR_BANDS, "SAR bands, in order (default: all)", parentLayerParameterName=self.SAR, optional=True,
-            allowMultiple=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, "Cloud mask (non-zero = cloud)", optional=True))
+        self.add_imagery_parameters("in order")
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.REFERENCE, "Reference polygons",
             [QgsProcessing.SourceType.TypeVectorPolygon, QgsProcessing.SourceType.TypeVectorPoint], optional=True))
@@ -187,11 +172,6 @@ class TrainAlgorithm(OptsarAlgorithm):
 
     # -- parameters ----------------------------------------------------------------------------
 
-    def _bands(self, parameters, name, context):
-        if not parameters.get(name):
-            return None
-        return [int(b) for b in self.parameterAsInts(parameters, name, context)] or None
-
     def _field(self, parameters, name, context):
         fields = self.parameterAsFields(parameters, name, context) if parameters.get(name) else []
         return fields[0] if fields else None
@@ -216,11 +196,7 @@ class TrainAlgorithm(OptsarAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from optsar_plugin.training import train
 
-        optical = raster_path(self.parameterAsRasterLayer(parameters, self.OPTICAL, context), "optical")
-        sar = raster_path(self.parameterAsRasterLayer(parameters, self.SAR, context), "SAR")
-        cloud = None
-        if parameters.get(self.CLOUD_MASK):
-            cloud = raster_path(self.parameterAsRasterLayer(parameters, self.CLOUD_MASK, context), "cloud mask")
+        imagery = self.imagery_inputs(parameters, context)
         reference = reference_layer = labels = None
         if parameters.get(self.REFERENCE):
             # A file OGR can read: the layer's own file, or a temporary GeoPackage (memory layers, selections...).
@@ -231,17 +207,17 @@ class TrainAlgorithm(OptsarAlgorithm):
         init = self.parameterAsFile(parameters, self.INIT_CHECKPOINT, context) or None
         result = self.run_engine(
             train,
-            optical,
-            sar,
+            imagery["optical"],
+            imagery["sar"],
             self.parameterAsFileOutput(parameters, self.OUTPUT_CHECKPOINT, context),
             reference=reference,
             class_field=self._field(parameters, self.CLASS_FIELD, context),
             name_field=self._field(parameters, self.NAME_FIELD, context),
             reference_layer=reference_layer or None,
             labels=labels,
-            optical_bands=self._bands(parameters, self.OPTICAL_BANDS, context),
-            sar_bands=self._bands(parameters, self.SAR_BANDS, context),
-            cloud_mask=cloud,
+            optical_bands=imagery["optical_bands"],
+            sar_bands=imagery["sar_bands"],
+            cloud_mask=imagery["cloud_mask"],
             model=self.parameterAsEnumString(parameters, self.MODEL, context) or "specsar_former",
             model_size=self.parameterAsEnumString(parameters, self.MODEL_SIZE, context) or "small",
             init_checkpoint=init,
