@@ -36,3 +36,27 @@ def test_errors_reach_batch_users_as_one_line_and_non_zero_exit():
                              "MODEL=cloudlulc_net", "OUTPUT=/tmp/never.tif"], check=False)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_stratifiedsample_json(tmp_path):
+    """The sampler in batch: points written, sample size reported, every class sampled."""
+    from osgeo import ogr
+
+    from optsar_plugin.sample_scene import make_sample_scene
+
+    scene = make_sample_scene(tmp_path / "scene", size=128, seed=2)
+    out = tmp_path / "sample.gpkg"
+    result = run_algorithm_json("optsar:stratifiedsample", {
+        "CLASSIFICATION": scene["truth"], "ALLOCATION": 1, "TOTAL": 70, "MIN_PER_CLASS": 5, "SEED": 4, "OUTPUT": out,
+    })["results"]
+    assert result["OUTPUT"] == str(out) and result["SAMPLE_SIZE"] >= 35
+    ds = ogr.Open(str(out))
+    layer = ds.GetLayer(0)
+    assert layer.GetFeatureCount() == result["SAMPLE_SIZE"]
+    codes = {f.GetField("map_code") for f in layer}
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(scene["truth"]) as src:
+        mapped = {int(v) for v in np.unique(src.read(1)) if v != 255}
+    assert codes == mapped  # equal allocation reaches every mapped class, class 0 included
