@@ -401,6 +401,21 @@ def test_labels_from_raster_names_and_nodata(scene):
     assert lab.labelled == truth.size
 
 
+def test_reference_in_another_crs_is_reprojected(scene, tmp_path):
+    from osgeo import gdal
+
+    from optsar_plugin.training.reference import labels_from_vector
+
+    geo = str(tmp_path / "ref_4326.gpkg")
+    gdal.VectorTranslate(geo, scene["reference_train"], dstSRS="EPSG:4326", format="GPKG")
+    with rasterio.open(scene["optical"]) as ds:
+        utm = labels_from_vector(scene["reference_train"], "class_name", ds)
+        wgs = labels_from_vector(geo, "class_name", ds)
+    a, b = utm.index != NODATA, wgs.index != NODATA
+    assert (a & b).sum() > 0.97 * a.sum()  # the same pixels, up to edge effects of the reprojection
+    assert (utm.index[a & b] == wgs.index[a & b]).mean() > 0.999
+
+
 def test_spatial_split_holds_out_whole_blocks():
     rng = np.random.default_rng(0)
     index = rng.integers(0, 3, (512, 512)).astype(np.uint8)
