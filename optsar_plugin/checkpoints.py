@@ -353,7 +353,7 @@ def load_checkpoint(path: PathLike, device="cpu"):
 
     torch = require("torch", "loading a checkpoint")
     st = require("safetensors.torch", "loading a checkpoint")
-    from .models import MODEL_NAMES, build_model
+    from .models import MODEL_NAMES, build_model, complete_config
 
     p = Path(path)
     meta = read_metadata(p)
@@ -375,7 +375,7 @@ def load_checkpoint(path: PathLike, device="cpu"):
             f"Checkpoint '{p}' is corrupted or was modified: the weights do not match the recorded content hash."
         )
     try:
-        model = build_model(name, **config)
+        model = build_model(name, **complete_config(name, config))
     except OptsarError as exc:
         raise OptsarError(f"Checkpoint '{p}': cannot rebuild model '{name}': {exc}") from None
     except TypeError as exc:
