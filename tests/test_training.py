@@ -116,10 +116,12 @@ def test_training_lowers_the_loss_and_writes_a_usable_checkpoint(trained, scene,
     assert [(c["code"], c["name"]) for c in meta["classes"]] == list(CLASSES)
     assert meta["classes"][0]["color"] == "#419BDF"
     assert meta["normalisation"]["sar"]["to_db"] is False  # the SAR is already in dB
-    assert 200 < meta["normalisation"]["optical"]["center"][0] < 1500  # clouds excluded from the statistics
+    optical = meta["normalisation"]["optical"]
+    assert 0.02 < optical["center"][0] < 0.15  # reflectance; clouds excluded from the statistics
+    assert optical["units"]["source"] == "integer reflectance x 10000" and optical["units"]["scale"][0] == 1e-4
     t = meta["training"]
     assert t["best_epoch"] == trained["best_epoch"] and t["cloud_mode"] == "keep"
-    assert t["cloud_simulation"]["reflectance_unit"] == 10000.0  # CloudLULC-Net trains with simulated clouds
+    assert t["cloud_simulation"]["reflectance_unit"] == 1.0  # simulated clouds on reflectance (CloudLULC-Net)
     assert t["validation"]["validation_pixels"] > 0 and t["validation"]["held_out_blocks"]
     assert meta["tile_size"] == 64 and meta["content_hash"] == trained["content_hash"]
     assert model.config["num_classes"] == len(CLASSES)

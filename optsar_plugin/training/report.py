@@ -108,8 +108,11 @@ def _chart(series, title: str, ylabel: str, best_x: Optional[float] = None, widt
     return "".join(out)
 
 
-def curve_html(history: List[Dict], summary: Dict, classes: List[Dict]) -> str:
+def curve_html(history: List[Dict], header: Dict, classes: List[Dict]) -> str:
     """The training curve page: loss and validation metrics per epoch, and a summary table."""
+    summary = dict(header.get("summary", header))
+    summary.setdefault("best_epoch", summary.get("best epoch"))
+
     def series(key):
         return [(row["epoch"], row.get(key)) for row in history]
 

@@ -1,0 +1,175 @@
+"""What a run writes: the checkpoint metadata (with the training record), the CSV log, the HTML curve.
+
+All outputs are checked before any work and published together at the end: the log
+and curve are written under temporary names, the checkpoint is written atomically, then
+the log and curve are renamed into place; on any error the temporary files go.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .. import raster_io
+from ..classes import NODATA
+from ..errors import OptsarError
+from ..fileio import discard, publish, temp_path
+from . import report
+
+BEST_KEYS = ("val_oa", "val_miou", "val_macro_f1", "val_miou_clear", "val_miou_cloudy", "val_iou", "train_loss",
+             "val_loss")
+
+
+def check_outputs(inputs) -> Dict[str, str]:
+    """{"checkpoint", ["log"], ["curve"]} -> absolute paths, after checking they are writable and distinct."""
+    finals = {"checkpoint": raster_io.check_writable(inputs.output_checkpoint, "output checkpoint")}
+    if inputs.output_log:
+        finals["log"] = raster_io.check_writable(inputs.output_log, "training log")
+    if inputs.output_curve:
+        finals["curve"] = raster_io.check_writable(inputs.output_curve, "training curve")
+    if len(set(finals.values())) != len(finals) or inputs.input_paths() & set(finals.values()):
+        raise OptsarError("The outputs must differ from each other and from the inputs.")
+    return finals
+
+
+@dataclass
+class Record:
+    """Everything a finished run reports (built by the entry point, read by the writers)."""
+
+    inputs: object  # options.TrainInputs
+    options: object  # options.TrainOptions
+    plan: object  # recipes.Plan
+    labels: object  # reference.Labels
+    split: object  # sampler.Split
+    result: object  # loop.LoopResult
+    run: object  # loop.Run
+    balance: Dict
+    init_info: Optional[Dict]
+    model_options: Optional[Dict]
+    device: str
+    precision: str
+    torch_version: str
+    seconds: float
+
+    @property
+    def best_row(self) -> Dict:
+        h = self.result.history
+        return next((r for r in h if r["epoch"] == self.result.best_epoch), h[-1])
+
+
+def training_metadata(rec: Record) -> Dict:
+    """The checkpoint's ``training`` record: data, settings as used, validation, why it stopped."""
+    from .. import __version__
+
+    i, o, p, res = rec.inputs, rec.options, rec.plan, rec.result
+    scheme = rec.labels.scheme
+    return {
+        "engine": f"optsar_plugin.training {__version__}",
+        "optical": os.path.abspath(i.optical), "optical_band_numbers": rec.run.source.obands,
+        "sar": os.path.abspath(i.sar), "sar_band_numbers": rec.run.source.sbands,
+        "cloud_mask": os.path.abspath(i.cloud_mask) if i.cloud_mask else None,
+        "reference": os.path.abspath(str(i.reference).split("|")[0]) if i.reference else None,
+        "reference_layer": i.reference_layer, "class_field": i.class_field, "name_field": i.name_field,
+        "labels": os.path.abspath(i.labels) if i.labels else None,
+        "labelled_pixels": {c.name: int(n) for c, n in zip(scheme.classes, rec.labels.counts)},
+        "model_size": p.model_size, "model_options": rec.model_options, "init_checkpoint": rec.init_info,
+        "options": o.to_dict(), "plan": p.to_dict(),
+        "epochs": p.epochs, "epochs_completed": len(res.history), "steps_per_epoch": p.steps_per_epoch,
+        "steps": res.steps, "batch_size": p.batch, "tile_size": p.tile,
+        "stopped": res.stopped, "stop_reason": res.reason,
+        "optimizer": {"name": "AdamW", "lr": p.lr, "weight_decay": p.weight_decay, "betas": [0.9, 0.999],
+                      "recipe": p.recipe},
+        "schedule": {"name": p.schedule, "power": p.power, "warmup_steps": p.warmup, "total_steps": p.max_steps},
+        "class_balance": rec.balance,
+        "augmentation": ["rot90", "flip"],
+        "cloud_simulation": {"probability": 0.5, "cover": [0.1, 0.7], "reflectance_unit": rec.run.unit}
+        if rec.run.simulate else None,
+        "cloud_mode": rec.run.handling, "ignore_sar": bool(o.ignore_sar),
+        "validation": _validation(rec),
+        "seed": int(o.seed), "device": rec.device, "precision": rec.precision, "torch": rec.torch_version,
+        "best_epoch": res.best_epoch, "best": {k: rec.best_row.get(k) for k in BEST_KEYS},
+        "confusion_matrix": res.best_confusion, "history": res.history, "cancelled": res.stopped == "cancelled",
+        "seconds": round(rec.seconds, 2), "seconds_per_epoch": res.seconds_per_epoch,
+    }
+
+
+def _validation(rec: Record) -> Dict:
+    s = rec.split
+    return {"fraction": float(rec.options.validation_fraction), "block_px": s.block,
+            "held_out_blocks": [[int(r), int(c)] for r, c in np.argwhere(s.val_blocks)],
+            "train_pixels": int(s.train_counts.sum()), "validation_pixels": int(s.val_counts.sum())}
+
+
+def checkpoint_metadata(rec: Record, net, band_names) -> Dict:
+    return {
+        "model": {"name": rec.options.model, "config": dict(net.config)},
+        "bands": {"optical": band_names[0], "sar": band_names[1]},
+        "normalisation": {"optical": rec.run.stats_o, "sar": rec.run.stats_s},
+        "classes": rec.labels.scheme.to_list(),
+        "nodata": {"output": NODATA, "ignore_index": NODATA},
+        "tile_size": rec.plan.tile,
+        "training": training_metadata(rec),
+    }
+
+
+def report_header(rec: Record) -> Dict:
+    """What the training curve page shows above the charts."""
+    i, p, res = rec.inputs, rec.plan, rec.result
+    return {
+        "model": rec.options.model, "model_size": p.model_size or "from INIT_CHECKPOINT",
+        "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "inputs": {"optical": os.path.basename(i.optical), "SAR": os.path.basename(i.sar),
+                   "labels": os.path.basename(str(i.reference or i.labels).split("|")[0]),
+                   **({"cloud mask": os.path.basename(i.cloud_mask)} if i.cloud_mask else {})},
+        "summary": {
+            "device": rec.device, "steps": f"{res.steps} of {p.max_steps}", "stopped": res.reason,
+            "epochs completed": f"{len(res.history)} of {p.epochs}", "steps per epoch": p.steps_per_epoch,
+            "tile size": p.tile, "batch size": p.batch, "learning rate": p.lr, "class balance": rec.balance["mode"],
+            "best epoch": res.best_epoch, "best validation mIoU": rec.best_row.get("val_miou"),
+            "best validation OA": rec.best_row.get("val_oa"), "seconds": round(rec.seconds, 1),
+            "seconds per epoch": res.seconds_per_epoch,
+        },
+    }
+
+
+def write_outputs(finals: Dict[str, str], net, rec: Record, band_names) -> Dict:
+    """Write the log and curve (temporary names), the checkpoint, then publish the log and curve."""
+    from ..checkpoints import save_checkpoint
+
+    scheme = rec.labels.scheme
+    texts = {}
+    if "log" in finals:
+        texts["log"] = report.log_csv(rec.result.history, scheme.names)
+    if "curve" in finals:
+        texts["curve"] = report.curve_html(rec.result.history, report_header(rec), scheme.to_list())
+    temps: Dict[str, str] = {}
+    try:
+        for key, text in texts.items():
+            temps[key] = temp_path(finals[key])
+            with open(temps[key], "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+        written = save_checkpoint(finals["checkpoint"], net, checkpoint_metadata(rec, net, band_names))
+        for key, tmp in temps.items():
+            publish(tmp, finals[key])
+        temps.clear()
+    finally:
+        for tmp in temps.values():
+            discard(tmp)
+    return written
+
+
+def result_dict(finals: Dict[str, str], rec: Record, written: Dict, warnings: List[str]) -> Dict:
+    res, p = rec.result, rec.plan
+    return {
+        "checkpoint": finals["checkpoint"], "log": finals.get("log"), "curve": finals.get("curve"),
+        "best_epoch": res.best_epoch, "best": {k: rec.best_row.get(k) for k in BEST_KEYS}, "history": res.history,
+        "classes": rec.labels.scheme.to_list(), "device": rec.device, "plan": p.to_dict(),
+        "model_size": p.model_size, "steps_per_epoch": p.steps_per_epoch, "steps": res.steps,
+        "stopped": res.stopped, "stop_reason": res.reason, "seconds": round(rec.seconds, 2),
+        "seconds_per_epoch": res.seconds_per_epoch, "cancelled": res.stopped == "cancelled",
+        "content_hash": written.get("content_hash"), "warnings": warnings,
+    }
