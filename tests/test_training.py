@@ -493,3 +493,69 @@ def test_confusion_metrics():
     assert m["oa"] == pytest.approx(17 / 20)
     assert m["iou"][0] == pytest.approx(8 / 11) and m["iou"][2] is None
     assert m["miou"] == pytest.approx((8 / 11 + 9 / 12) / 2)
+
+
+# ------------------------------------------------------------------------------------------
+# the plan: budget, early stopping, automatic settings
+# ------------------------------------------------------------------------------------------
+def test_plan_resolves_the_automatic_settings():
+    from optsar_plugin.training.options import TrainOptions
+    from optsar_plugin.training.recipes import CPU_STEPS, make_plan, resolve_model_size
+
+    assert resolve_model_size("auto", "cuda") == "paper" and resolve_model_size("auto", "cpu") == "small"
+    p = make_plan(TrainOptions(model="specsar_former"), "small", "cpu", 512, 512)
+    assert (p.tile, p.batch, p.max_steps) == (128, 4, CPU_STEPS["specsar_former"])
+    assert p.epochs * p.steps_per_epoch >= p.max_steps and {"tile_size", "batch_size", "max_steps"} <= set(p.chosen)
+    p = make_plan(TrainOptions(epochs=3, steps_per_epoch=7, tile_size=64, batch_size=2), "small", "cpu", 96, 300)
+    assert (p.epochs, p.steps_per_epoch, p.max_steps, p.tile, p.batch) == (3, 7, 21, 64, 2) and not p.chosen.get("tile_size")
+    assert make_plan(TrainOptions(), "small", "cpu", 96, 300).tile == 96  # the raster caps the tile
+    p = make_plan(TrainOptions(model="mosfnet"), "paper", "cuda", 4000, 4000)
+    assert (p.tile, p.lr) == (512, 1e-4)
+    with pytest.raises(OptsarError, match="PATIENCE"):
+        TrainOptions(patience=-1)
+    with pytest.raises(OptsarError, match="MODEL_SIZE"):
+        TrainOptions(model_size="huge")
+
+
+def test_one_labelled_chip_trains_with_the_defaults(scene, tmp_path):
+    """Every pixel of the 256 px scene labelled: an automatic tile and validation blocks small enough to validate."""
+    r = train(scene["optical"], scene["sar"], str(tmp_path / "c.safetensors"), labels=scene["truth"],
+              model="cloudlulc_net", model_options=TINY["cloudlulc_net"], max_steps=3, device="cpu")
+    assert (r["plan"]["tile"], r["plan"]["batch"], r["steps"]) == (128, 4, 3) and r["stopped"] == "budget"
+    v = read_metadata(r["checkpoint"])["training"]["validation"]
+    assert v["validation_pixels"] > 0.1 * 256 * 256 and v["block_px"] <= 128 and len(v["held_out_blocks"]) >= 2
+
+
+def test_early_stopping_says_why(scene, tmp_path, monkeypatch):
+    from optsar_plugin.training import loop
+
+    def flat(run):  # a validation curve that never improves
+        k = run.num_classes
+        return {"oa": 0.5, "miou": 0.4, "macro_f1": 0.4, "iou": [0.4] * k, "loss": 1.0, "cm": np.eye(k, dtype=np.int64)}
+
+    monkeypatch.setattr(loop, "validate", flat)
+    r = _train(scene, tmp_path / "e.safetensors", epochs=None, steps_per_epoch=1, max_steps=50, patience=2,
+               output_log=str(tmp_path / "e.csv"))
+    assert r["stopped"] == "early_stopping" and r["steps"] == 3 and r["best_epoch"] == 1
+    assert "did not improve for 2 validations" in r["stop_reason"]
+    t = read_metadata(r["checkpoint"])["training"]
+    assert t["stopped"] == "early_stopping" and t["plan"]["max_steps"] == 50 and t["steps"] == 3
+    with open(tmp_path / "e.csv", newline="") as fh:
+        assert [int(row["step"]) for row in csv.DictReader(fh)] == [1, 2, 3]
+
+
+def test_unknown_keyword_is_one_clear_line(scene, tmp_path):
+    with pytest.raises(OptsarError, match="does not know the option.*epoch_count"):
+        train(scene["optical"], scene["sar"], str(tmp_path / "x.safetensors"), labels=scene["truth"], epoch_count=3)
+
+
+def test_report_page_names_the_model_and_classes_and_rounds_ticks(trained):
+    from optsar_plugin.training.report import nice_ticks
+
+    assert nice_ticks(0, 1500) == ([0, 500, 1000, 1500], 0)
+    assert nice_ticks(0.0, 1.0) == ([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 1)
+    assert nice_ticks(0.03, 0.61)[0][0] == 0.0 and nice_ticks(0.03, 0.61)[0][-1] >= 0.61
+    text = open(trained["curve"], encoding="utf-8").read()
+    assert "<h1>Training of CloudLULC-Net" in text and "Created " in text
+    assert text.count("class='swatch'") == len(CLASSES) and "#419BDF" in text
+    assert "stopped" in text and "the step budget (24 steps) was reached" in text

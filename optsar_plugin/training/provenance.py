@@ -117,21 +117,34 @@ def checkpoint_metadata(rec: Record, net, band_names) -> Dict:
 
 
 def report_header(rec: Record) -> Dict:
-    """What the training curve page shows above the charts."""
-    i, p, res = rec.inputs, rec.plan, rec.result
+    """What the training report shows around the charts (:func:`.report.curve_html`)."""
+    i, p, res, s = rec.inputs, rec.plan, rec.result, rec.split
+    scheme = rec.labels.scheme
     return {
-        "model": rec.options.model, "model_size": p.model_size or "from INIT_CHECKPOINT",
+        "model": rec.options.model, "model_size": p.model_size or "fine-tuned",
+        "output": os.path.basename(i.output_checkpoint),
         "date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "inputs": {"optical": os.path.basename(i.optical), "SAR": os.path.basename(i.sar),
-                   "labels": os.path.basename(str(i.reference or i.labels).split("|")[0]),
-                   **({"cloud mask": os.path.basename(i.cloud_mask)} if i.cloud_mask else {})},
+        "inputs": {"Optical": i.optical, "SAR": i.sar,
+                   "Labels": str(i.reference or i.labels) + (f" (field {i.class_field})" if i.class_field else ""),
+                   **({"Cloud mask": i.cloud_mask} if i.cloud_mask else {}),
+                   **({"Fine-tuned from": rec.options.init_checkpoint} if rec.options.init_checkpoint else {})},
+        "class_pixels": {c.name: (int(t), int(v)) for c, t, v in zip(scheme.classes, s.train_counts, s.val_counts)},
         "summary": {
-            "device": rec.device, "steps": f"{res.steps} of {p.max_steps}", "stopped": res.reason,
-            "epochs completed": f"{len(res.history)} of {p.epochs}", "steps per epoch": p.steps_per_epoch,
-            "tile size": p.tile, "batch size": p.batch, "learning rate": p.lr, "class balance": rec.balance["mode"],
-            "best epoch": res.best_epoch, "best validation mIoU": rec.best_row.get("val_miou"),
-            "best validation OA": rec.best_row.get("val_oa"), "seconds": round(rec.seconds, 1),
-            "seconds per epoch": res.seconds_per_epoch,
+            "stopped": res.reason, "steps": f"{res.steps} of {p.max_steps}",
+            "best epoch": res.best_epoch, "best step": rec.best_row.get("step"),
+            "best validation mIoU": rec.best_row.get("val_miou"), "best validation OA": rec.best_row.get("val_oa"),
+            "device": rec.device, "seconds": round(rec.seconds, 1), "seconds per epoch": res.seconds_per_epoch,
+        },
+        "settings": {
+            "tile size (px)": p.tile, "batch size": p.batch, "steps per epoch (between validations)": p.steps_per_epoch,
+            "early stopping": f"after {p.patience} validations without improvement" if p.patience else "off",
+            "optimiser": f"AdamW, lr {p.lr:g}, weight decay {p.weight_decay:g}",
+            "schedule": f"{p.schedule}, warm-up {p.warmup} steps",
+            "class balance": rec.balance["mode"] + (f" (weights {', '.join(f'{w:.3g}' for w in rec.balance['weights'] or rec.balance['focal_alpha'])})"
+                                                    if (rec.balance["weights"] or rec.balance["focal_alpha"]) else ""),
+            "validation blocks": f"{s.n_val_blocks} of {s.block} x {s.block} px" if s.n_val_blocks else "none",
+            "seed": rec.options.seed, "precision": rec.precision,
+            "automatic choices": "; ".join(f"{k}: {v}" for k, v in p.chosen.items()) or "none",
         },
     }
 
