@@ -559,3 +559,32 @@ def test_report_page_names_the_model_and_classes_and_rounds_ticks(trained):
     assert "<h1>Training of CloudLULC-Net" in text and "Created " in text
     assert text.count("class='swatch'") == len(CLASSES) and "#419BDF" in text
     assert "stopped" in text and "the step budget (24 steps) was reached" in text
+
+
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(scene, tmp_path):
+    from optsar_plugin.training.resume import SUFFIX
+
+    class CancelAfter(NullFeedback):
+        def __init__(self, n):
+            self.n = n
+
+        def progress(self, fraction, message=None):
+            self.n -= 1
+
+        def is_canceled(self):
+            return self.n <= 0
+
+    full = _train(scene, tmp_path / "full.safetensors", epochs=3, steps_per_epoch=2)
+    assert full["resumed_from_step"] is None and not os.path.exists(str(tmp_path / "full.safetensors") + SUFFIX)
+    out = tmp_path / "part.safetensors"
+    part = _train(scene, out, epochs=3, steps_per_epoch=2, feedback=CancelAfter(5))  # cancelled in epoch 3
+    assert part["cancelled"] and os.path.isfile(str(out) + SUFFIX)
+    with pytest.raises(OptsarError, match="belongs to a different run.*seed"):
+        _train(scene, out, epochs=3, steps_per_epoch=2, seed=7, resume=True)
+    done = _train(scene, out, epochs=3, steps_per_epoch=2, resume=True)
+    assert done["resumed_from_step"] == 4 and len(done["history"]) == 3
+    assert done["content_hash"] == full["content_hash"] and done["history"][-1] == full["history"][-1] | {
+        "seconds": done["history"][-1]["seconds"]}
+    assert not os.path.exists(str(out) + SUFFIX) and not _leftovers(tmp_path)
+    again = _train(scene, tmp_path / "fresh.safetensors", epochs=1, steps_per_epoch=1, resume=True)
+    assert any("no resumable state" in w for w in again["warnings"])

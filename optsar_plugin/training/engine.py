@@ -35,9 +35,9 @@ import numpy as np
 from ..classes import NODATA
 from ..errors import OptsarError
 from ..progress import NullFeedback
-from . import provenance
+from . import provenance, resume
 from .augment import reflectance_unit
-from .loop import Run, run_loop
+from .loop import Run, make_optimiser, run_loop
 from .options import TrainInputs, TrainOptions, split_keywords
 from .recipes import class_balance, make_plan, model_options_for, resolve_model_size
 from .reference import drop_empty, labels_from_raster, labels_from_vector
@@ -120,10 +120,12 @@ def run_training(inputs: TrainInputs, options: TrainOptions, feedback=None) -> D
                       _handling(options, source), _simulate(options), reflectance_unit(stats_o),
                       options.ignore_sar, precision, balance["weights"])
             _log_start(run, options, balance)
-            result = run_loop(run)
+            result = _loop_with_resume(run, inputs, options, finals, fb)
         record = provenance.Record(inputs, options, plan, lab, split, result, run, balance, init_info, built_with,
                                    str(dev), precision, torch.__version__, time.perf_counter() - t_start)
         written = provenance.write_outputs(finals, net, record, source.band_names())
+    if result.stopped != "cancelled":
+        resume.remove(resume.state_path(finals["checkpoint"]))
     fb.info(f"Wrote {finals['checkpoint']} (best epoch {result.best_epoch}, validation mIoU "
             f"{_f(record.best_row.get('val_miou'))}, OA {_f(record.best_row.get('val_oa'))}).")
     return provenance.result_dict(finals, record, written, fb.warnings)
@@ -213,6 +215,23 @@ def build_network(options: TrainOptions, size, source: SceneSource, lab, balance
     net = build_model(options.model, optical_bands=len(source.obands), sar_bands=len(source.sbands),
                       num_classes=len(lab.scheme), **built_with)
     return net, stats_o, stats_s, None, built_with
+
+
+def _loop_with_resume(run: Run, inputs: TrainInputs, options: TrainOptions, finals: Dict, fb):
+    """The loop, writing a resumable state after every epoch and continuing one when ``options.resume``."""
+    path = resume.state_path(finals["checkpoint"])
+    print_ = resume.fingerprint(inputs, options, run.plan)
+    restored = resume.load(path, run, print_, make_optimiser) if options.resume else None
+    if options.resume and restored is None:
+        fb.warning(f"RESUME is on but there is no resumable state '{path}': training starts from the beginning.")
+    elif restored is not None:
+        fb.info(f"Resuming from '{path}' at step {restored[0].step} (epoch {len(restored[0].history)} done).")
+    state, optimiser, scheduler = restored or (None, None, None)
+    start = state.step if state is not None else None
+    result = run_loop(run, state, optimiser, scheduler,
+                      on_epoch=lambda st, opt, sched: resume.save(path, run, st, opt, sched, print_))
+    result.resumed_from_step = start
+    return result
 
 
 @contextlib.contextmanager

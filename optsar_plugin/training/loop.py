@@ -129,6 +129,7 @@ class LoopResult:
     reason: str  # one sentence for the log and the result
     steps: int
     seconds_per_epoch: Optional[float]
+    resumed_from_step: Optional[int] = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -345,9 +346,18 @@ def run_epoch(run: Run, optimiser, scheduler, state: LoopState, epoch: int) -> D
     return row
 
 
+def should_stop(run: Run, state: LoopState) -> bool:
+    """Early stopping: ``patience`` validations in a row without a better mIoU (never without validation)."""
+    return bool(run.plan.patience and run.cells and state.since_best >= run.plan.patience)
+
+
 def run_loop(run: Run, state: Optional[LoopState] = None, optimiser=None, scheduler=None,
-             on_epoch: Optional[Callable[[LoopState], None]] = None) -> LoopResult:
-    """Train until the budget, early stopping or cancellation; load the best weights into ``run.net``."""
+             on_epoch: Optional[Callable] = None) -> LoopResult:
+    """Train until the budget, early stopping or cancellation; load the best weights into ``run.net``.
+
+    ``state``/``optimiser``/``scheduler`` continue a resumed run; ``on_epoch(state, optimiser,
+    scheduler)`` is called after every epoch (the resumable state is written there).
+    """
     plan = run.plan
     state = state or LoopState()
     run.net.to(run.device).train()
@@ -358,14 +368,15 @@ def run_loop(run: Run, state: Optional[LoopState] = None, optimiser=None, schedu
     stopped, reason = "budget", f"the step budget ({plan.max_steps} steps) was reached"
     try:
         for epoch in range(len(state.history) + 1, plan.epochs + 1):
+            if should_stop(run, state):
+                break
             run_epoch(run, optimiser, scheduler, state, epoch)
             if on_epoch is not None:
-                on_epoch(state)
-            if plan.patience and run.cells and state.since_best >= plan.patience and state.step < plan.max_steps:
-                stopped = "early_stopping"
-                reason = (f"early stopping: the validation mIoU did not improve for {plan.patience} validations "
-                          f"({state.since_best * plan.steps_per_epoch} steps) after epoch {state.best_epoch}")
-                break
+                on_epoch(state, optimiser, scheduler)
+        if should_stop(run, state) and state.step < plan.max_steps:
+            stopped = "early_stopping"
+            reason = (f"early stopping: the validation mIoU did not improve for {plan.patience} validations "
+                      f"({state.since_best * plan.steps_per_epoch} steps) after epoch {state.best_epoch}")
     except Cancelled:
         if state.best_state is None:
             raise

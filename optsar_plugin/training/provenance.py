@@ -80,7 +80,7 @@ def training_metadata(rec: Record) -> Dict:
         "options": o.to_dict(), "plan": p.to_dict(),
         "epochs": p.epochs, "epochs_completed": len(res.history), "steps_per_epoch": p.steps_per_epoch,
         "steps": res.steps, "batch_size": p.batch, "tile_size": p.tile,
-        "stopped": res.stopped, "stop_reason": res.reason,
+        "stopped": res.stopped, "stop_reason": res.reason, "resumed_from_step": res.resumed_from_step,
         "optimizer": {"name": "AdamW", "lr": p.lr, "weight_decay": p.weight_decay, "betas": [0.9, 0.999],
                       "recipe": p.recipe},
         "schedule": {"name": p.schedule, "power": p.power, "warmup_steps": p.warmup, "total_steps": p.max_steps},
@@ -130,7 +130,8 @@ def report_header(rec: Record) -> Dict:
                    **({"Fine-tuned from": rec.options.init_checkpoint} if rec.options.init_checkpoint else {})},
         "class_pixels": {c.name: (int(t), int(v)) for c, t, v in zip(scheme.classes, s.train_counts, s.val_counts)},
         "summary": {
-            "stopped": res.reason, "steps": f"{res.steps} of {p.max_steps}",
+            "stopped": res.reason, "steps": f"{res.steps} of {p.max_steps}"
+            + (f" (resumed at step {res.resumed_from_step})" if res.resumed_from_step is not None else ""),
             "best epoch": res.best_epoch, "best step": rec.best_row.get("step"),
             "best validation mIoU": rec.best_row.get("val_miou"), "best validation OA": rec.best_row.get("val_oa"),
             "device": rec.device, "seconds": round(rec.seconds, 1), "seconds per epoch": res.seconds_per_epoch,
@@ -182,7 +183,8 @@ def result_dict(finals: Dict[str, str], rec: Record, written: Dict, warnings: Li
         "best_epoch": res.best_epoch, "best": {k: rec.best_row.get(k) for k in BEST_KEYS}, "history": res.history,
         "classes": rec.labels.scheme.to_list(), "device": rec.device, "plan": p.to_dict(),
         "model_size": p.model_size, "steps_per_epoch": p.steps_per_epoch, "steps": res.steps,
-        "stopped": res.stopped, "stop_reason": res.reason, "seconds": round(rec.seconds, 2),
+        "stopped": res.stopped, "stop_reason": res.reason, "resumed_from_step": res.resumed_from_step,
+        "seconds": round(rec.seconds, 2),
         "seconds_per_epoch": res.seconds_per_epoch, "cancelled": res.stopped == "cancelled",
         "content_hash": written.get("content_hash"), "warnings": warnings,
     }
