@@ -23,7 +23,7 @@ from rasterio.warp import transform_bounds
 from optsar_plugin import inference
 from optsar_plugin.classes import NODATA
 from optsar_plugin.errors import Cancelled, OptsarError
-from optsar_plugin.inference import StreamingBlender, blend_weights, run_inference
+from optsar_plugin.inference import StreamingBlender, blend_weights, run_inference, windows
 from optsar_plugin.progress import NullFeedback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ CLASSES = [
 def metadata(optical=("B2", "B3", "B4"), sar=("VV", "VH"), model="mosfnet"):
     return {
         "format_version": 1,
-        "model": {"name": model, "config": {}},
+        "model": {"name": model, "config": {"optical_bands": len(optical), "sar_bands": len(sar), "num_classes": 3}},
         "bands": {"optical": list(optical), "sar": list(sar)},
         "normalisation": {
             "optical": {"center": [1000.0] * len(optical), "scale": [500.0] * len(optical), "to_db": False},
@@ -198,7 +198,7 @@ def test_outputs_have_codes_colour_table_names_tags_and_style(tmp_path):
     res = run_inference(o, s, out, metadata(), linear_predictor, tile_size=64, overlap=16, batch_size=3,
                         output_confidence=tmp_path / "out" / "conf.tif",
                         output_probabilities=tmp_path / "out" / "probs.tif", checkpoint_name="model.safetensors")
-    assert files(out.parent) == ["classes.qml", "classes.tif", "classes.tif.aux.xml", "conf.tif", "probs.tif"]
+    assert files(out.parent) == ["classes.qml", "classes.tif", "classes.tif.aux.xml", "conf.qml", "conf.tif", "probs.tif"]
     assert res["output"] == str(out) and res["qml"] == str(out.parent / "classes.qml")
     assert (out.parent / "classes.qml").stat().st_mode == out.stat().st_mode  # as readable as the raster
     with rasterio.open(out) as ds:
@@ -235,7 +235,7 @@ def test_every_output_tile_is_written_once(tmp_path, monkeypatch):
     """Compressed tiles rewritten after a partial write would leave dead space: the files are as
     small as a one-shot copy of the same pixels with the same creation options.  (A tiny GDAL
     cache makes GDAL flush any partially written tile at once, as on a large scene.)"""
-    monkeypatch.setattr(inference, "GDAL_CACHE_BYTES", 256 * 1024)
+    monkeypatch.setattr(windows, "GDAL_CACHE_BYTES", 256 * 1024)
     o, s = scene(tmp_path, 600, 700)
     run_inference(o, s, tmp_path / "out.tif", metadata(), linear_predictor, tile_size=96, overlap=24, batch_size=3,
                   output_confidence=tmp_path / "conf.tif")
@@ -527,8 +527,8 @@ def test_striped_inputs_get_a_cache_holding_a_window_row(tmp_path):
     striped = write(tmp_path / "striped.tif", np.ones((3, 64, 4000), np.uint16))
     tiled = write(tmp_path / "tiled.tif", np.ones((3, 512, 512), np.uint16), tiled=True)
     with rasterio.open(striped) as a, rasterio.open(tiled) as b:
-        assert inference._gdal_cache_bytes(rasterio, (b, None), 512) == inference.GDAL_CACHE_BYTES
-        need = inference._gdal_cache_bytes(rasterio, (b, a), 512)
+        assert windows.gdal_cache_bytes(rasterio, (b, None), 512) == inference.GDAL_CACHE_BYTES
+        need = windows.gdal_cache_bytes(rasterio, (b, a), 512)
     assert need >= 512 * 4000 * 3 * 2  # a 512-row strip of the striped raster fits
 
 
@@ -568,7 +568,7 @@ def test_band_mismatch_lists_expected_and_given(tmp_path):
         run_inference(o, s, tmp_path / "out.tif", metadata(optical=("B2", "B3", "B4", "B8")), linear_predictor,
                       optical_bands=[3, 2, 1], tile_size=64)
     msg = str(exc.value)
-    assert "4 optical band(s)" in msg and "B2, B3, B4, B8" in msg and "3 were given" in msg and "3, 2, 1" in msg
+    assert "4 optical band(s)" in msg and "B2, B3, B4, B8" in msg and "3 band(s)" in msg and "(3, 2, 1)" in msg
     assert not (tmp_path / "out.tif").exists()
 
 
@@ -717,11 +717,11 @@ def test_real_network_result_does_not_depend_on_batching(demo, tmp_path):
 
 def test_checkpoint_errors(demo, tmp_path):
     o, s, ck = demo["optical"], demo["sar"], demo["checkpoint"]
-    with pytest.raises(OptsarError, match="holds a cloudlulc_net network, not mosfnet"):
+    with pytest.raises(OptsarError, match="holds a cloudlulc_net network, but model is mosfnet"):
         inference.classify(o, s, ck, tmp_path / "a.tif", model="mosfnet", device="cpu")
     with pytest.raises(OptsarError, match="does not exist"):
         inference.classify(o, s, tmp_path / "missing.safetensors", tmp_path / "a.tif", device="cpu")
-    with pytest.raises(OptsarError, match=r"10 optical band\(s\).*2 were given"):
+    with pytest.raises(OptsarError, match=r"10 optical band\(s\).*2 band\(s\) of .* were chosen"):
         inference.classify(o, s, ck, tmp_path / "a.tif", optical_bands=[1, 2], device="cpu")
     broken = tmp_path / "broken.safetensors"
     data = Path(ck).read_bytes()
