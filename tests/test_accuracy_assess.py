@@ -127,7 +127,7 @@ def test_random_map_and_polygons_match_sklearn(tmp_path, seed, all_touched):
     use = (ref >= 0) & (arr != 255)
     labels = list(range(k))
     expected = metrics.confusion_matrix(ref[use], arr[use], labels=labels).T
-    assert [c["code"] for c in res.classes] == labels
+    assert res.classes.codes == labels
     np.testing.assert_array_equal(res.matrix, expected)
     ex = res.metrics["exclusions"]
     assert ex["conflict_pixels"] == n_conflict
@@ -167,7 +167,7 @@ def test_class_zero_is_a_class_and_nodata_is_excluded(scene):
     tmp, arr, mp = scene
     ref = write_vector(tmp / "r.gpkg", [(rect(0, 0, 10, 10), 0), (rect(22, 0, 30, 10), 1)])
     res = assess_accuracy(mp, ref, "cls")
-    codes = [c["code"] for c in res.classes]
+    codes = res.classes.codes
     assert codes == [0, 1, 2]
     # the 10 x 10 polygon of class 0 covers 25 nodata pixels: 75 counted
     assert res.matrix[0, 0] == 75
@@ -275,7 +275,7 @@ def test_missing_classes_give_na_everywhere(scene):
             mp, write_vector(tmp / "r.gpkg", feats), "cls",
             output_metrics=tmp / "m.json", output_matrix=tmp / "m.csv", output_report=tmp / "r.html",
         )
-    codes = [c["code"] for c in res.classes]
+    codes = res.classes.codes
     assert codes == [0, 1, 2, 7]
     pc = {row["code"]: row for row in res.metrics["per_class"]}
     assert pc[2]["producers_accuracy"] is None and pc[2]["users_accuracy"] is None
@@ -296,7 +296,7 @@ def test_ignore_values_leave_map_and_reference(scene):
     tmp, arr, mp = scene
     feats = [(rect(10, 10, 30, 20), 0), (rect(40, 10, 50, 20), 2)]
     res = assess_accuracy(mp, write_vector(tmp / "r.gpkg", feats), "cls", ignore_values="1")
-    assert [c["code"] for c in res.classes] == [0, 2]
+    assert res.classes.codes == [0, 2]
     # the first rectangle spans 10 px of class 0 and 10 px of class 1 per row: the class-1 half is ignored
     np.testing.assert_array_equal(res.matrix, [[100, 0], [0, 100]])
     assert res.metrics["exclusions"]["ignored_pixels"] == 100
@@ -319,7 +319,7 @@ def test_names_match_the_qml_classes_and_codes_give_the_same_matrix(scene):
     names = ["water", "TREE_COVER", "Built-up"]
     by_name = assess_accuracy(mp, write_vector(tmp / "n.gpkg", list(zip(geoms, names)), field_type="str"), "cls")
     np.testing.assert_array_equal(by_name.matrix, by_code.matrix)
-    assert [c["name"] for c in by_name.classes] == ["Water", "Tree cover", "built_up"]
+    assert by_name.classes.names == ["Water", "Tree cover", "built_up"]
     assert "style" in by_name.metrics["inputs"]["class_source"]
     # codes written as text also work
     as_text = assess_accuracy(mp, write_vector(tmp / "t.gpkg", list(zip(geoms, ["0", "1", "2"])), field_type="str"), "cls")
@@ -346,13 +346,18 @@ def test_names_without_any_class_list_is_a_clear_error(scene):
 
 
 def test_checkpoint_names_the_classes(scene, monkeypatch):
-    """Class names from a checkpoint's metadata (read_metadata is the checkpoint module's reader)."""
+    """Class names from a checkpoint's metadata (load_metadata is the checkpoint module's reader)."""
+    import types
+
     import optsar_plugin.checkpoints as ck
+    from optsar_plugin.classes import ClassScheme
 
     tmp, arr, mp = scene
-    meta = {"classes": [{"code": 0, "name": "water", "color": "#0000FF"}, {"code": 1, "name": "crops", "color": "#FFFF00"},
-                        {"code": 2, "name": "bare", "color": "#AAAAAA"}]}
-    monkeypatch.setattr(ck, "read_metadata", lambda path: meta if str(path).endswith("m.safetensors") else {})
+    classes = ClassScheme.from_list([{"code": 0, "name": "water", "color": "#0000FF"},
+                                     {"code": 1, "name": "crops", "color": "#FFFF00"},
+                                     {"code": 2, "name": "bare", "color": "#AAAAAA"}])
+    meta = types.SimpleNamespace(classes=classes)
+    monkeypatch.setattr(ck, "load_metadata", lambda path: meta if str(path).endswith("m.safetensors") else None)
     res = assess_accuracy(mp, write_vector(tmp / "n.gpkg", [(rect(40, 10, 50, 20), "Bare")], field_type="str"), "cls",
                           checkpoint=str(tmp / "m.safetensors"))
     assert res.matrix[2, 2] == 100
@@ -386,7 +391,7 @@ def test_float_and_int16_maps(tmp_path):
     np.testing.assert_array_equal(res.matrix, [[0, 50], [0, 50]])
     mp16 = write_map(tmp_path / "i.tif", arr.astype("int16") - 1, nodata=-9999, dtype="int16")
     res16 = assess_accuracy(mp16, ref, "cls")  # codes -1 and 2
-    assert [c["code"] for c in res16.classes] == [-1, 2, 3]
+    assert res16.classes.codes == [-1, 2, 3]
     arr[0, 0] = 0.5
     with pytest.raises(OptsarError, match="non-integer"):
         assess_accuracy(write_map(tmp_path / "g.tif", arr, nodata=-1), ref, "cls")
