@@ -494,3 +494,25 @@ def test_module_has_no_qgis_import():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] in ("qgis", "torch", "PyQt5", "PyQt6") for n in names), path
+
+
+def test_report_says_loudly_what_goes_wrong_and_its_heatmap_is_legible(scene):
+    """A reference class the map never shows, and PA or UA below 0.5, are alerts at the top of the report."""
+    import re
+
+    tmp, arr, mp = scene
+    out = tmp / "out"
+    feats = [(rect(0, 0, 10, 10), 0), (rect(20, 0, 30, 10), 1), (rect(20, 20, 30, 30), 7)]
+    res = assess_accuracy(mp, write_vector(tmp / "r.gpkg", feats), "cls", output_report=out / "r.html",
+                          output_metrics=out / "m.json")
+    assert any("'class 7' (7) is in the reference (100 pixels) but never mapped" in a for a in res.alerts)
+    assert all("\n" not in a for a in res.alerts)
+    assert json.loads((out / "m.json").read_text())["alerts"] == res.alerts
+    page = (out / "r.html").read_text()
+    assert page.index("Attention") < page.index("<h2>Inputs</h2>")
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    sizes = [int(v) for v in re.findall(r'font-size="(\d+)"', svg)]
+    assert sizes and min(sizes) >= 12
+    assert "reference →" in svg and "map ↓" in svg
+    good = assess_accuracy(mp, write_vector(tmp / "g.gpkg", [(rect(0, 0, 10, 10), 0)]), "cls")
+    assert good.alerts == []

@@ -278,12 +278,13 @@ def accuracy_alerts(classes: ClassScheme, cm: np.ndarray, mapped: np.ndarray, pe
             alerts.append(f"Class '{c.name}' ({c.code}) is in the reference ({ref_n} pixels) but never mapped: "
                           "the classification does not know it or never predicts it.")
             continue
-        if pa is not None and pa < ALERT_THRESHOLD:
-            alerts.append(f"Class '{c.name}' ({c.code}): producer's accuracy {pa:.2f} - most of its reference pixels "
-                          "are mapped as other classes.")
-        if ua is not None and ua < ALERT_THRESHOLD:
-            alerts.append(f"Class '{c.name}' ({c.code}): user's accuracy {ua:.2f} - most pixels mapped as it are "
-                          "other classes in the reference.")
+        low = [f"{label} accuracy {v:.2f}" for label, v in (("producer's", pa), ("user's", ua))
+               if v is not None and v < ALERT_THRESHOLD]
+        if low:
+            why = {"producer's": "most of its reference pixels are mapped as other classes",
+                   "user's": "most pixels mapped as it are other classes in the reference"}
+            alerts.append(f"Class '{c.name}' ({c.code}): {' and '.join(low)}, below {ALERT_THRESHOLD} - "
+                          + "; ".join(why[t.split(' accuracy')[0]] for t in low) + ".")
     return alerts
 
 

@@ -25,7 +25,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}
-.alert{background:#fdecea;border-left:6px solid #d62728;padding:.2em 1em;font-weight:600}
+.alert{background:#fdecea;border-left:6px solid #d62728;padding:.2em 1em}
 .alert h2{border:none;color:#b71c1c;margin-top:.6em}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}
 .note{background:#eef5ff;border-left:4px solid #3a7bd5;padding:.5em 1em}
