@@ -143,6 +143,34 @@ def test_style_post_processor_is_set_and_applies_the_classes(processing_provider
     assert [(int(c.value), c.label) for c in layer.renderer().classes()] == [(0, "water"), (4, "crops"), (6, "built")]
 
 
+def test_confidence_opens_styled_as_a_0_1_colour_ramp(processing_provider, data, tmp_path):
+    from qgis.core import (
+        QgsApplication,
+        QgsProcessingContext,
+        QgsProcessingFeedback,
+        QgsProcessingOutputLayerDefinition,
+        QgsProject,
+        QgsRasterLayer,
+    )
+
+    conf = tmp_path / "conf.tif"
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    p = params(data, tmp_path / "lc.tif")
+    p["OUTPUT_CONFIDENCE"] = QgsProcessingOutputLayerDefinition(str(conf), QgsProject.instance())
+    alg = QgsApplication.processingRegistry().createAlgorithmById("optsar:classify")
+    results, ok = alg.run(p, context, QgsProcessingFeedback())
+    assert ok and (tmp_path / "conf.qml").is_file()
+    processor = context.layerToLoadOnCompletionDetails(str(conf)).postProcessor()
+    layer = QgsRasterLayer(str(conf), "confidence")
+    processor.postProcessLayer(layer, context, QgsProcessingFeedback())
+    renderer = layer.renderer()
+    assert renderer.type() == "singlebandpseudocolor"
+    assert (renderer.classificationMin(), renderer.classificationMax()) == (0.0, 1.0)
+    items = renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert [i.value for i in items][0] == 0.0 and [i.value for i in items][-1] == 1.0
+
+
 @pytest.mark.parametrize(
     "extra,match",
     [
