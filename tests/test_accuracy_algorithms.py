@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_accuracy_assess import rect, write_map, write_vector
+from tests.helpers import rect, write_map, write_vector
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_algorithms_are_documented(processing_provider):
 
 
 def test_assessaccuracy_through_qgis_process_json(scene):
-    from tests.qgis_process import run_algorithm_json
+    from tests.helpers import run_algorithm_json
 
     tmp, arr, mp, feats = scene
     ref = write_vector(tmp / "ref.gpkg", feats)

@@ -13,52 +13,7 @@ import pytest
 from optsar_plugin.accuracy.assess import assess_accuracy
 from optsar_plugin.accuracy.report import read_csv_sections
 from optsar_plugin.errors import Cancelled, OptsarError
-
-X0, Y0, PX = 500_000.0, 5_000_000.0, 10.0
-EPSG = 32633
-
-
-def write_map(path, arr, nodata=255, epsg=EPSG, px=PX, dtype=None):
-    import rasterio
-    from rasterio.transform import from_origin
-
-    arr = np.asarray(arr)
-    with rasterio.open(
-        path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
-        dtype=dtype or arr.dtype, crs=f"EPSG:{epsg}", transform=from_origin(X0, Y0, px, px), nodata=nodata,
-    ) as ds:
-        ds.write(arr.astype(dtype or arr.dtype), 1)
-    return str(path)
-
-
-def write_vector(path, features, epsg=EPSG, field_type="int", field="cls", layer="ref"):
-    """features: [(wkt, value)]; value None leaves the field null."""
-    from osgeo import ogr, osr
-
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    lyr = ds.CreateLayer(layer, srs, ogr.wkbUnknown)
-    lyr.CreateField(ogr.FieldDefn(field, {"int": ogr.OFTInteger, "str": ogr.OFTString, "real": ogr.OFTReal}[field_type]))
-    for wkt, value in features:
-        f = ogr.Feature(lyr.GetLayerDefn())
-        if value is not None:
-            f.SetField(field, value)
-        f.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
-        lyr.CreateFeature(f)
-    ds = None
-    return str(path)
-
-
-def rect(c0, r0, c1, r1):
-    """A rectangle on pixel edges: columns c0..c1, rows r0..r1 (exclusive ends)."""
-    x0, x1 = X0 + c0 * PX, X0 + c1 * PX
-    y0, y1 = Y0 - r0 * PX, Y0 - r1 * PX
-    return f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
-
-
-def centre(c, r):
-    return f"POINT({X0 + (c + 0.5) * PX} {Y0 - (r + 0.5) * PX})"
+from tests.helpers import EPSG, PX, X0, Y0, centre, rect, write_map, write_vector
 
 
 def strict():

@@ -19,6 +19,7 @@ from torch import nn  # noqa: E402
 from optsar_plugin import checkpoints as ck  # noqa: E402
 from optsar_plugin import models  # noqa: E402
 from optsar_plugin.errors import CheckpointError, InputError, OptsarError  # noqa: E402
+from tests.helpers import model_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,8 +144,7 @@ def tiny_ckpt(tmp_path, tiny_registry):
 
 
 def _inputs(optical=4, sar=2, size=64):
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(1, optical, size, size, generator=g), torch.randn(1, sar, size, size, generator=g)
+    return model_inputs(optical, sar, size)
 
 
 # -- the three networks ---------------------------------------------------------------------

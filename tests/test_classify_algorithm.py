@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.qgis_process import run_algorithm_json, run_qgis_process
+from tests.helpers import run_algorithm_json, run_qgis_process, write_raster
 
 TINY = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
 CLASSES = [
@@ -192,14 +192,6 @@ def test_check_parameter_values_rejects_early(processing_provider, data, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
-def _raster(path, data, crs="EPSG:32633", transform=None, nodata=None):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform or from_origin(500000, 4000000, 10, 10),
-                       nodata=nodata) as ds:
-        ds.write(data)
-    return str(path)
-
-
 def test_bad_inputs_are_clear_errors_without_output(processing_provider, data, tmp_path):
     from qgis.core import QgsProcessingException
 
@@ -208,13 +200,13 @@ def test_bad_inputs_are_clear_errors_without_output(processing_provider, data, t
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     n = data["n_optical"]
-    far_sar = _raster(inputs / "far_sar.tif", np.ones((2, 64, 64), np.float32), transform=from_origin(900000, 100000, 10, 10))
+    far_sar = write_raster(inputs / "far_sar.tif", np.ones((2, 64, 64), np.float32), transform=from_origin(900000, 100000, 10, 10))
     with pytest.raises(QgsProcessingException, match="does not overlap"):
         run(params(data, out_dir / "a.tif", SAR=far_sar))
-    nocrs = _raster(inputs / "nocrs.tif", np.ones((2, 64, 64), np.float32), crs=None)
+    nocrs = write_raster(inputs / "nocrs.tif", np.ones((2, 64, 64), np.float32), crs=None)
     with pytest.raises(QgsProcessingException, match="no coordinate reference system"):
         run(params(data, out_dir / "a.tif", SAR=nocrs))
-    empty = _raster(inputs / "empty.tif", np.zeros((n, 64, 64), np.uint16), transform=from_origin(*_origin(data), 10, 10),
+    empty = write_raster(inputs / "empty.tif", np.zeros((n, 64, 64), np.uint16), transform=from_origin(*_origin(data), 10, 10),
                     nodata=0)
     with pytest.raises(QgsProcessingException, match="No valid pixel"):
         run(params(data, out_dir / "a.tif", OPTICAL=empty))

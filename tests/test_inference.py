@@ -25,10 +25,10 @@ from optsar_plugin.classes import NODATA
 from optsar_plugin.errors import Cancelled, OptsarError
 from optsar_plugin.inference import StreamingBlender, blend_weights, run_inference, windows
 from optsar_plugin.progress import NullFeedback
+from tests.helpers import RES, UTM, X0, Y0
+from tests.helpers import write_raster as write
 
 ROOT = Path(__file__).resolve().parent.parent
-UTM = "EPSG:32633"
-X0, Y0, RES = 500000.0, 4000000.0, 10.0
 CLASSES = [
     {"code": 0, "name": "water", "color": "#419BDF"},
     {"code": 4, "name": "crops", "color": "#E49635"},
@@ -50,18 +50,6 @@ def metadata(optical=("B2", "B3", "B4"), sar=("VV", "VH"), model="mosfnet"):
         "created": "2024-05-01T00:00:00+00:00",
         "tile_size": 512,
     }
-
-
-def write(path, data, crs=UTM, transform=None, nodata=None, tiled=False):
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-        dtype=data.dtype, crs=crs, transform=transform or from_origin(X0, Y0, RES, RES), nodata=nodata, tiled=tiled,
-    ) as ds:
-        ds.write(data)
-    return str(path)
 
 
 def scene(tmp_path, h=150, w=170, seed=0):
