@@ -38,7 +38,7 @@ def test_zip_layout(plugin_zip):
     for required in ("optsar_fusion/metadata.txt", "optsar_fusion/__init__.py", "optsar_fusion/plugin.py",
                      "optsar_fusion/algorithms/provider.py", "optsar_fusion/optsar_plugin/__init__.py",
                      "optsar_fusion/optsar_plugin/models/__init__.py", "optsar_fusion/resources/icons/optsar.svg",
-                     "optsar_fusion/requirements.txt"):
+                     "optsar_fusion/requirements.txt", "optsar_fusion/optsar_plugin/schemes/dynamic_world.json"):
         assert required in names
     forbidden = ("tests/", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".git/", ".qgis-", "ext-libs", ".pyc")
     assert not [n for n in names if any(f in n for f in forbidden)]
