@@ -48,6 +48,15 @@ def write_map(path, arr, nodata=255, epsg=EPSG, px=PX, dtype=None) -> str:
     return write_raster(path, arr, crs=f"EPSG:{epsg}", nodata=nodata, dtype=dtype, res=px)
 
 
+def three_class_map(tmp_path):
+    """(array, path): a 40 x 60 map, class 0 left, 1 middle, 2 right, a nodata block at the top-left corner."""
+    arr = np.zeros((40, 60), dtype="uint8")
+    arr[:, 20:40] = 1
+    arr[:, 40:] = 2
+    arr[:5, :5] = 255
+    return arr, write_map(tmp_path / "map.tif", arr)
+
+
 # -- vectors -----------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import pytest
 from optsar_plugin.accuracy.assess import assess_accuracy
 from optsar_plugin.accuracy.report import read_csv_sections
 from optsar_plugin.errors import Cancelled, OptsarError
-from tests.helpers import EPSG, PX, X0, Y0, centre, rect, write_map, write_vector
+from tests.helpers import EPSG, PX, X0, Y0, centre, rect, three_class_map, write_map, write_vector
 
 
 def strict():
@@ -111,11 +111,7 @@ def test_random_map_and_polygons_match_sklearn(tmp_path, seed, all_touched):
 @pytest.fixture
 def scene(tmp_path):
     """A 40 x 60 map: class 0 left, 1 middle, 2 right; a nodata block at the top-left corner."""
-    arr = np.zeros((40, 60), dtype="uint8")
-    arr[:, 20:40] = 1
-    arr[:, 40:] = 2
-    arr[:5, :5] = 255
-    return tmp_path, arr, write_map(tmp_path / "map.tif", arr)
+    return (tmp_path, *three_class_map(tmp_path))
 
 
 def test_class_zero_is_a_class_and_nodata_is_excluded(scene):

@@ -113,25 +113,34 @@ def test_band_selection_and_extent(processing_provider, data, tmp_path):
         assert ds.transform.c == pytest.approx(b.left + 20 * res_x)
 
 
-def test_style_post_processor_is_set_and_applies_the_classes(processing_provider, data, tmp_path):
+def run_loading(parameters, *to_load):
+    """Run optsar:classify as the Toolbox does, with the outputs named in ``to_load`` loaded on completion."""
     from qgis.core import (
         QgsApplication,
         QgsProcessingContext,
         QgsProcessingFeedback,
         QgsProcessingOutputLayerDefinition,
         QgsProject,
-        QgsRasterLayer,
     )
 
-    out = tmp_path / "styled.tif"
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
-    feedback = QgsProcessingFeedback()
-    p = params(data, out)
-    p["OUTPUT"] = QgsProcessingOutputLayerDefinition(str(out), QgsProject.instance())
+    p = dict(parameters)
+    for name in to_load:
+        p[name] = QgsProcessingOutputLayerDefinition(str(p[name]), QgsProject.instance())
     alg = QgsApplication.processingRegistry().createAlgorithmById("optsar:classify")
-    results, ok = alg.run(p, context, feedback)
-    assert ok and results["OUTPUT"] == str(out)
+    results, ok = alg.run(p, context, QgsProcessingFeedback())
+    assert ok
+    return results, context
+
+
+def test_style_post_processor_is_set_and_applies_the_classes(processing_provider, data, tmp_path):
+    from qgis.core import QgsProcessingFeedback, QgsRasterLayer
+
+    out = tmp_path / "styled.tif"
+    feedback = QgsProcessingFeedback()
+    results, context = run_loading(params(data, out), "OUTPUT")
+    assert results["OUTPUT"] == str(out)
     assert context.willLoadLayerOnCompletion(str(out))
     processor = context.layerToLoadOnCompletionDetails(str(out)).postProcessor()
     assert processor is not None
@@ -144,23 +153,11 @@ def test_style_post_processor_is_set_and_applies_the_classes(processing_provider
 
 
 def test_confidence_opens_styled_as_a_0_1_colour_ramp(processing_provider, data, tmp_path):
-    from qgis.core import (
-        QgsApplication,
-        QgsProcessingContext,
-        QgsProcessingFeedback,
-        QgsProcessingOutputLayerDefinition,
-        QgsProject,
-        QgsRasterLayer,
-    )
+    from qgis.core import QgsProcessingFeedback, QgsRasterLayer
 
     conf = tmp_path / "conf.tif"
-    context = QgsProcessingContext()
-    context.setProject(QgsProject.instance())
-    p = params(data, tmp_path / "lc.tif")
-    p["OUTPUT_CONFIDENCE"] = QgsProcessingOutputLayerDefinition(str(conf), QgsProject.instance())
-    alg = QgsApplication.processingRegistry().createAlgorithmById("optsar:classify")
-    results, ok = alg.run(p, context, QgsProcessingFeedback())
-    assert ok and (tmp_path / "conf.qml").is_file()
+    _, context = run_loading(params(data, tmp_path / "lc.tif", OUTPUT_CONFIDENCE=conf), "OUTPUT_CONFIDENCE")
+    assert (tmp_path / "conf.qml").is_file()
     processor = context.layerToLoadOnCompletionDetails(str(conf)).postProcessor()
     layer = QgsRasterLayer(str(conf), "confidence")
     processor.postProcessLayer(layer, context, QgsProcessingFeedback())

@@ -83,21 +83,10 @@ class AccuracyResult:
     outputs: Dict[str, str] = field(default_factory=dict)
     alerts: List[str] = field(default_factory=list)
 
-    @property
-    def overall_accuracy(self) -> Optional[float]:
-        return self.metrics["summary"]["overall_accuracy"]
-
-    @property
-    def kappa(self) -> Optional[float]:
-        return self.metrics["summary"]["kappa"]
-
-    @property
-    def miou(self) -> Optional[float]:
-        return self.metrics["summary"]["miou"]
-
-    @property
-    def macro_f1(self) -> Optional[float]:
-        return self.metrics["summary"]["macro_f1"]
+    overall_accuracy = property(lambda self: self.metrics["summary"]["overall_accuracy"])
+    kappa = property(lambda self: self.metrics["summary"]["kappa"])
+    miou = property(lambda self: self.metrics["summary"]["miou"])
+    macro_f1 = property(lambda self: self.metrics["summary"]["macro_f1"])
 
 
 def assess_accuracy(
@@ -292,24 +281,16 @@ def _reference_warnings(ref) -> List[str]:
     def n(ids, one, many):
         return one if len(ids) == 1 else many
 
-    out = []
-    if ref.outside_ids:
-        out.append(f"{len(ref.outside_ids)} reference feature(s) lie outside the classification and were not used "
-                   f"(feature ids {list_ids(ref.outside_ids)}).")
-    if ref.repaired_ids:
-        out.append(f"{len(ref.repaired_ids)} invalid geometr{n(ref.repaired_ids, 'y was', 'ies were')} repaired "
-                   f"(MakeValid/Buffer(0)) before use (feature ids {list_ids(ref.repaired_ids)}).")
-    if ref.dropped_invalid_ids:
-        ids = ref.dropped_invalid_ids
-        out.append(f"{len(ids)} invalid geometr{n(ids, 'y', 'ies')} could not be repaired and {n(ids, 'was', 'were')} "
-                   f"skipped (feature ids {list_ids(ids)}).")
-    if ref.null_class_ids:
-        out.append(f"{len(ref.null_class_ids)} reference feature(s) have no value in '{ref.class_field}' and were "
-                   f"skipped (feature ids {list_ids(ref.null_class_ids)}).")
-    if ref.empty_geometry_ids:
-        out.append(f"{len(ref.empty_geometry_ids)} reference feature(s) have no geometry and were skipped "
-                   f"(feature ids {list_ids(ref.empty_geometry_ids)}).")
-    return out
+    fixed, dropped = ref.repaired_ids, ref.dropped_invalid_ids
+    cases = (
+        (ref.outside_ids, "reference feature(s) lie outside the classification and were not used"),
+        (fixed, f"invalid geometr{n(fixed, 'y was', 'ies were')} repaired (MakeValid/Buffer(0)) before use"),
+        (dropped, f"invalid geometr{n(dropped, 'y', 'ies')} could not be repaired and {n(dropped, 'was', 'were')} "
+                  "skipped"),
+        (ref.null_class_ids, f"reference feature(s) have no value in '{ref.class_field}' and were skipped"),
+        (ref.empty_geometry_ids, "reference feature(s) have no geometry and were skipped"),
+    )
+    return [f"{len(ids)} {text} (feature ids {list_ids(ids)})." for ids, text in cases if ids]
 
 
 def _scheme_warnings(scheme, ref, map_counts, ignore) -> List[str]:
