@@ -167,8 +167,9 @@ def _classes(f: _Fields, value, count: int) -> ClassScheme:
 class CheckpointMetadata:
     """Everything a checkpoint says about its network, validated (see the module docstring for the schema).
 
-    Build it with :meth:`from_dict` (a file's JSON, or a training run's dict before
-    saving: ``written=False`` lets ``created`` and ``content_hash`` be absent).
+    Build it with :meth:`from_dict` (a file's JSON, or a dict built in memory - a training
+    run's before saving: ``written=False`` lets ``format_version``, ``created`` and
+    ``content_hash`` be absent).
     """
 
     model: str
@@ -188,9 +189,10 @@ class CheckpointMetadata:
     def from_dict(cls, data: Mapping, source: str = "", written: bool = True) -> CheckpointMetadata:
         """Validate ``data`` against the schema; a :class:`CheckpointError` names ``source`` and the field."""
         f = _Fields(str(source))
-        required = ("format_version", "model", "bands", "normalisation", "classes")
-        d = f.obj(data, "", required=required + (("created", "content_hash") if written else ()), optional=KEYS)
-        version = d["format_version"]
+        required = ("model", "bands", "normalisation", "classes")
+        d = f.obj(data, "", required=required + (("format_version", "created", "content_hash") if written else ()),
+                  optional=KEYS)
+        version = d.get("format_version", FORMAT_VERSION)
         if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
             raise CheckpointError(
                 f"Checkpoint '{source}' uses checkpoint format {version}, newer than this OptSAR Fusion reads "
@@ -229,8 +231,8 @@ class CheckpointMetadata:
 
     @classmethod
     def coerce(cls, metadata, source: str = "") -> CheckpointMetadata:
-        """``metadata`` itself if it is one, else :meth:`from_dict` (as read from a file)."""
-        return metadata if isinstance(metadata, cls) else cls.from_dict(metadata, source)
+        """``metadata`` itself if it is one, else :meth:`from_dict` of a dict built in memory (``written=False``)."""
+        return metadata if isinstance(metadata, cls) else cls.from_dict(metadata, source, written=False)
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON form (absent optional fields stay absent)."""
