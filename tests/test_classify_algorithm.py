@@ -222,6 +222,20 @@ def _origin(data):
         return ds.transform.c, ds.transform.f
 
 
+def test_a_crafted_checkpoint_is_one_line_not_a_crash(data, tmp_path):
+    """JSON nested 100 000 levels deep in a checkpoint's metadata aborted qgis_process (RecursionError)."""
+    import torch
+    from safetensors.torch import save_file
+
+    bomb = tmp_path / "bomb.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bomb), metadata={"optsar": "[" * 100_000 + "]" * 100_000})
+    proc = run_qgis_process(["run", "optsar:classify", "--", *[f"{k}={v}" for k, v in params(
+        data, tmp_path / "out.tif", CHECKPOINT=bomb).items()]], check=False)
+    assert proc.returncode == 1, proc.returncode  # an algorithm error, not a signal
+    assert "nested too deeply" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "out.tif").exists()
+
+
 def test_qgis_process_runs_the_algorithm(data, tmp_path):
     out = tmp_path / "qp.tif"
     result = run_algorithm_json("optsar:classify", params(data, out, OUTPUT_CONFIDENCE=str(tmp_path / "conf.tif")))

@@ -735,3 +735,21 @@ def test_command_line(demo, tmp_path):
     assert "Mpix/s" in proc.stderr and out.is_file() and (tmp_path / "p.tif").is_file()
     bad = subprocess.run(cmd[:-2] + ["--tile-size", "100"], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "multiple of 32" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_no_input_is_replaced_whatever_the_output_path_looks_like(tmp_path):
+    """``//x``, ``a/../x``, a symlinked folder, the style file of an input: refused before any work."""
+    import hashlib
+
+    o, s = scene(tmp_path, 64, 64)
+    (tmp_path / "link").symlink_to(tmp_path)
+    before = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (o, s)}
+    for out in (f"/{o}", tmp_path / "x" / ".." / "sar.tif", tmp_path / "link" / "optical.tif"):
+        (tmp_path / "x").mkdir(exist_ok=True)
+        with pytest.raises(OptsarError, match="same file as the (optical|SAR) raster.*must differ"):
+            run_inference(o, s, out, metadata(), linear_predictor, tile_size=64)
+    with pytest.raises(OptsarError, match="style file of the output classification.*are the same file"):
+        run_inference(o, s, tmp_path / "out.tif", metadata(), linear_predictor, tile_size=64,
+                      output_confidence=tmp_path / "out.qml")
+    assert before == {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (o, s)}
+    assert files(tmp_path) == ["link", "optical.tif", "sar.tif", "x"]
