@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "optsar_fusion"
 # Development-only paths that never go into the zip.
-EXCLUDE_TOP = {"tests", ".ci", "scripts", "Makefile", "requirements-dev.txt", "pytest.ini", "ruff.toml", ".gitignore", "docs"}
+EXCLUDE_TOP = {"tests", ".ci", "scripts", "Makefile", "requirements-dev.txt", "pytest.ini", "ruff.toml", ".gitignore", "docs",
+               "pyproject.toml"}  # the engine's own pip packaging is not part of the QGIS plugin
 
 
 def tracked_files() -> list:

@@ -33,7 +33,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..classes import NODATA
-from ..errors import OptsarError
+from ..errors import InputError
+from ..fileio import OutputSet
 from ..progress import NullFeedback
 from . import provenance, resume
 from .augment import reflectance_unit
@@ -78,7 +79,7 @@ def train(optical, sar, output_checkpoint, *, options: Optional[TrainOptions] = 
     Returns a dict: output paths, ``best_epoch``, ``best`` metrics, ``history`` (one dict
     per epoch), ``classes``, ``device``, ``plan`` (every setting as used), ``stopped`` and
     ``stop_reason``, ``steps``, ``seconds``, ``seconds_per_epoch``, ``steps_per_epoch``,
-    ``cancelled``, ``content_hash``, ``warnings``.  Raises :class:`OptsarError` for bad
+    ``cancelled``, ``content_hash``, ``warnings``.  Raises :class:`~optsar_plugin.errors.InputError` for bad
     input (nothing written) and :class:`~optsar_plugin.errors.Cancelled` when cancelled
     before an epoch finished.
     """
@@ -96,8 +97,27 @@ def run_training(inputs: TrainInputs, options: TrainOptions, feedback=None) -> D
     t_start = time.perf_counter()
     fb = CollectingFeedback(feedback)
     if (inputs.reference is None) == (inputs.labels is None):
-        raise OptsarError("Give either REFERENCE (polygons with CLASS_FIELD) or LABELS (a raster of class codes), not both.")
-    finals = provenance.check_outputs(inputs)
+        raise InputError("Give either REFERENCE (polygons with CLASS_FIELD) or LABELS (a raster of class codes), not both.")
+    with OutputSet(inputs=_protected(inputs, options), feedback=fb) as outs:
+        finals, temps = provenance.reserve_outputs(outs, inputs)
+        result, record, written = _train_and_write(inputs, options, finals, temps, fb, t_start)
+        outs.publish()
+    if result.stopped != "cancelled":
+        resume.remove(resume.state_path(finals["checkpoint"]))
+    fb.info(f"Wrote {finals['checkpoint']} (best epoch {result.best_epoch}, validation mIoU "
+            f"{_f(record.best_row.get('val_miou'))}, OA {_f(record.best_row.get('val_oa'))}).")
+    return provenance.result_dict(finals, record, written, fb.warnings)
+
+
+def _protected(inputs: TrainInputs, options: TrainOptions):
+    roles = (("optical", "optical raster"), ("sar", "SAR raster"), ("cloud_mask", "cloud mask"),
+             ("labels", "label raster"), ("reference", "reference layer"))
+    out = [(getattr(inputs, key), role) for key, role in roles if getattr(inputs, key)]
+    return out + ([(options.init_checkpoint, "initial checkpoint")] if options.init_checkpoint else [])
+
+
+def _train_and_write(inputs: TrainInputs, options: TrainOptions, finals: Dict, temps: Dict, fb, t_start: float):
+    """Read, plan, train and write the outputs into their temporary files; (loop result, record, metadata written)."""
     from ..deps import require_torch
     from ..devices import resolve_device
 
@@ -123,12 +143,8 @@ def run_training(inputs: TrainInputs, options: TrainOptions, feedback=None) -> D
             result = _loop_with_resume(run, inputs, options, finals, fb)
         record = provenance.Record(inputs, options, plan, lab, split, result, run, balance, init_info, built_with,
                                    str(dev), precision, torch.__version__, time.perf_counter() - t_start)
-        written = provenance.write_outputs(finals, net, record, source.band_names())
-    if result.stopped != "cancelled":
-        resume.remove(resume.state_path(finals["checkpoint"]))
-    fb.info(f"Wrote {finals['checkpoint']} (best epoch {result.best_epoch}, validation mIoU "
-            f"{_f(record.best_row.get('val_miou'))}, OA {_f(record.best_row.get('val_oa'))}).")
-    return provenance.result_dict(finals, record, written, fb.warnings)
+        written = provenance.write_outputs(temps, net, record, source.band_names())
+    return result, record, written
 
 
 # ------------------------------------------------------------------------------------------
@@ -157,12 +173,12 @@ def read_labels(inputs: TrainInputs, source: SceneSource, fb):
 
 def _check_tile(tile: int, source: SceneSource, lab) -> None:
     if tile > min(source.height, source.width):
-        raise OptsarError(
+        raise InputError(
             f"TILE_SIZE {tile} is larger than the optical raster '{source.optical_ds.name}' ({source.width} x "
             f"{source.height} px); use a smaller tile (a multiple of 32, at least 64) or 0 (automatic)."
         )
     if lab.labelled < 64 * 64:
-        raise OptsarError(
+        raise InputError(
             f"Only {lab.labelled} pixels of {lab.source} are labelled on the optical raster, fewer than one "
             f"64 x 64 tile ({64 * 64} px). Add reference data."
         )
@@ -258,9 +274,9 @@ def _precision(precision: str, dev, fb) -> str:
 
 
 def _handling(options: TrainOptions, source: SceneSource) -> Optional[str]:
-    from ..inference import _cloud_handling
+    from ..options import cloud_handling
 
-    return _cloud_handling(options.cloud_mode, options.model) if source.has_cloud_mask else None
+    return cloud_handling(options.cloud_mode, options.model) if source.has_cloud_mask else None
 
 
 def _simulate(options: TrainOptions) -> bool:

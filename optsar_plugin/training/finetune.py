@@ -16,7 +16,7 @@ import os
 from typing import Dict, List, Tuple
 
 from ..classes import normalise_name
-from ..errors import OptsarError
+from ..errors import InputError
 from .sampler import stats_shift
 
 # Configuration lists that hold one value per stage, not per class.
@@ -31,7 +31,7 @@ def from_checkpoint(path, model_name: str, scheme, band_spec: Dict, feedback) ->
     net, meta = load_checkpoint(os.fspath(path), device="cpu")
     name = meta["model"]["name"]
     if name != model_name:
-        raise OptsarError(
+        raise InputError(
             f"INIT_CHECKPOINT '{path}' holds a {name} network, but MODEL is {model_name}: fine-tuning needs the same "
             f"network. Choose MODEL {name}, or train {model_name} from scratch."
         )

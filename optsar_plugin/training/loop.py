@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import normalisation, raster_io
 from ..classes import NODATA
-from ..errors import Cancelled, OptsarError
+from ..errors import Cancelled, InputError
 from ..progress import check_cancel
 from .augment import dihedral, simulate_clouds
 from .metrics import confusion_metrics
@@ -195,7 +195,7 @@ def train_step(run: Run, optimiser, scheduler, state: LoopState) -> Optional[flo
         state.bad_steps += 1
         run.feedback.warning(f"Step {state.step + 1}: the loss is not finite; the step is skipped.")
         if state.bad_steps >= MAX_BAD_STEPS:
-            raise OptsarError(
+            raise InputError(
                 f"Training diverged ({state.bad_steps} steps with a non-finite loss). Lower LEARNING_RATE "
                 f"(it is {run.plan.lr:g}) or check the input data for extreme values."
             )

@@ -11,18 +11,13 @@ chosen.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .. import raster_io
-from ..errors import OptsarError
+from ..errors import InputError
+from ..options import CLASS_BALANCE, CLOUD_MODES, CLOUD_SIMULATION, DEVICES, MIN_TILE, MODEL_SIZES, Options
+from ..options import TRAIN_PRECISIONS as PRECISIONS
 
-MODEL_SIZES = ("auto", "small", "paper")
-DEVICES = ("auto", "cuda", "cpu")
-PRECISIONS = ("fp32", "bf16")
-CLOUD_SIMULATION = ("auto", "on", "off")
-CLOUD_MODES = ("auto", "keep", "zero")
-CLASS_BALANCE = ("auto", "none", "sqrt", "inverse")
 MAX_TILE = 2048
 
 
@@ -55,15 +50,10 @@ class TrainInputs:
         self.optical_bands = _band_list(self.optical_bands)
         self.sar_bands = _band_list(self.sar_bands)
 
-    def input_paths(self) -> set:
-        paths = {os.path.abspath(p) for p in (self.optical, self.sar, self.cloud_mask, self.labels) if p}
-        if self.reference:
-            paths.add(os.path.abspath(str(self.reference).split("|")[0]))
-        return paths
 
 
 @dataclass
-class TrainOptions:
+class TrainOptions(Options):
     """How to train.  ``None`` = automatic (see the module docstring and :mod:`.recipes`)."""
 
     model: str = "specsar_former"
@@ -103,7 +93,7 @@ class TrainOptions:
         self.check()
 
     def check(self) -> None:
-        """One clear line per bad value (raises :class:`OptsarError`)."""
+        """One clear line per bad value (raises :class:`~optsar_plugin.errors.InputError`)."""
         from ..models import model_info
 
         model_info(self.model)
@@ -113,25 +103,22 @@ class TrainOptions:
         _choice(self.cloud_mode, CLOUD_MODES, "CLOUD_MODE")
         _choice(self.class_balance, CLASS_BALANCE, "CLASS_BALANCE")
         if self.device.split(":")[0] not in DEVICES:
-            raise OptsarError(f"Unknown DEVICE '{self.device}': use auto, cuda or cpu.")
+            raise InputError(f"Unknown DEVICE '{self.device}': use auto, cuda or cpu.")
         for name in ("epochs", "steps_per_epoch", "max_steps", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise OptsarError(f"{name.upper()} must be at least 1 (or 0 for automatic), got {value}.")
+                raise InputError(f"{name.upper()} must be at least 1 (or 0 for automatic), got {value}.")
         t = self.tile_size
-        if t is not None and (t < raster_io.MIN_TILE or t % 32 or t > MAX_TILE):
-            raise OptsarError(
+        if t is not None and (t < MIN_TILE or t % 32 or t > MAX_TILE):
+            raise InputError(
                 f"TILE_SIZE {t} is not allowed: the networks need a multiple of 32 pixels, at least 64 "
                 f"(0 = automatic).")
         if self.patience is not None and self.patience < 0:
-            raise OptsarError(f"PATIENCE must be 0 (no early stopping) or more, got {self.patience}.")
+            raise InputError(f"PATIENCE must be 0 (no early stopping) or more, got {self.patience}.")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
-            raise OptsarError(f"LEARNING_RATE must be between 0 (the model's recipe) and 1, got {self.learning_rate}.")
+            raise InputError(f"LEARNING_RATE must be between 0 (the model's recipe) and 1, got {self.learning_rate}.")
         if not 0 <= self.validation_fraction <= 0.5:
-            raise OptsarError(f"VALIDATION_FRACTION must be between 0 and 0.5, got {self.validation_fraction}.")
-
-    def to_dict(self) -> Dict:
-        return asdict(self)
+            raise InputError(f"VALIDATION_FRACTION must be between 0 and 0.5, got {self.validation_fraction}.")
 
 
 _INPUT_NAMES = {f.name for f in fields(TrainInputs)}
@@ -142,23 +129,23 @@ def split_keywords(kwargs: Dict) -> Tuple[Dict, Dict]:
     """``train(...)`` keywords -> (TrainInputs keywords, TrainOptions keywords); unknown names are an error."""
     unknown = sorted(set(kwargs) - _INPUT_NAMES - _OPTION_NAMES - {"feedback", "options"})
     if unknown:
-        raise OptsarError(f"train() does not know the option(s) {', '.join(unknown)}.")
+        raise InputError(f"train() does not know the option(s) {', '.join(unknown)}.")
     return ({k: v for k, v in kwargs.items() if k in _INPUT_NAMES},
             {k: v for k, v in kwargs.items() if k in _OPTION_NAMES})
 
 
 def _choice(value, allowed: Sequence[str], name: str) -> None:
     if value not in allowed:
-        raise OptsarError(f"Unknown {name} '{value}': use one of {', '.join(allowed)}.")
+        raise InputError(f"Unknown {name} '{value}': use one of {', '.join(allowed)}.")
 
 
 def _int(value, name: str) -> int:
     try:
         out = int(value)
     except (TypeError, ValueError):
-        raise OptsarError(f"{name} must be a whole number, got {value!r}.") from None
+        raise InputError(f"{name} must be a whole number, got {value!r}.") from None
     if out != float(value):
-        raise OptsarError(f"{name} must be a whole number, got {value!r}.")
+        raise InputError(f"{name} must be a whole number, got {value!r}.")
     return out
 
 
@@ -166,7 +153,7 @@ def _float(value, name: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise OptsarError(f"{name} must be a number, got {value!r}.") from None
+        raise InputError(f"{name} must be a number, got {value!r}.") from None
 
 
 def _auto_int(value, name: str) -> Optional[int]:

@@ -1,8 +1,9 @@
 """What a run writes: the checkpoint metadata (with the training record), the CSV log, the HTML curve.
 
-All outputs are checked before any work and published together at the end: the log
-and curve are written under temporary names, the checkpoint is written atomically, then
-the log and curve are renamed into place; on any error the temporary files go.
+All outputs are reserved in the run's :class:`~optsar_plugin.fileio.OutputSet` before any
+work (writable, distinct from each other and from the inputs), written into their
+temporary files at the end and published together; on any error, cancellation before
+the first epoch or SIGTERM the temporary files go.
 """
 
 from __future__ import annotations
@@ -10,30 +11,28 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import raster_io
 from ..classes import NODATA
-from ..errors import OptsarError
-from ..fileio import discard, publish, temp_path
 from . import report
 
 BEST_KEYS = ("val_oa", "val_miou", "val_macro_f1", "val_miou_clear", "val_miou_cloudy", "val_iou", "train_loss",
              "val_loss")
 
 
-def check_outputs(inputs) -> Dict[str, str]:
-    """{"checkpoint", ["log"], ["curve"]} -> absolute paths, after checking they are writable and distinct."""
-    finals = {"checkpoint": raster_io.check_writable(inputs.output_checkpoint, "output checkpoint")}
-    if inputs.output_log:
-        finals["log"] = raster_io.check_writable(inputs.output_log, "training log")
-    if inputs.output_curve:
-        finals["curve"] = raster_io.check_writable(inputs.output_curve, "training curve")
-    if len(set(finals.values())) != len(finals) or inputs.input_paths() & set(finals.values()):
-        raise OptsarError("The outputs must differ from each other and from the inputs.")
-    return finals
+def reserve_outputs(outs, inputs) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """(finals, temporary files) of the checkpoint [, log, curve], reserved in the run's
+    :class:`~optsar_plugin.fileio.OutputSet` before any work (writable, distinct, not an input)."""
+    wanted = {"checkpoint": (inputs.output_checkpoint, "output checkpoint"),
+              "log": (inputs.output_log, "training log"), "curve": (inputs.output_curve, "training curve")}
+    finals, temps = {}, {}
+    for key, (path, role) in wanted.items():
+        if path:
+            temps[key] = outs.add(path, role)
+            finals[key] = os.path.abspath(os.fspath(path))
+    return finals, temps
 
 
 @dataclass
@@ -150,30 +149,21 @@ def report_header(rec: Record) -> Dict:
     }
 
 
-def write_outputs(finals: Dict[str, str], net, rec: Record, band_names) -> Dict:
-    """Write the log and curve (temporary names), the checkpoint, then publish the log and curve."""
+def write_outputs(temps: Dict[str, str], net, rec: Record, band_names) -> Dict:
+    """Write the log, the report and the checkpoint into their reserved temporary files."""
     from ..checkpoints import save_checkpoint
 
     scheme = rec.labels.scheme
-    texts = {}
-    if "log" in finals:
-        texts["log"] = report.log_csv(rec.result.history, scheme.names)
-    if "curve" in finals:
-        texts["curve"] = report.curve_html(rec.result.history, report_header(rec), scheme.to_list())
-    temps: Dict[str, str] = {}
-    try:
-        for key, text in texts.items():
-            temps[key] = temp_path(finals[key])
-            with open(temps[key], "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-        written = save_checkpoint(finals["checkpoint"], net, checkpoint_metadata(rec, net, band_names))
-        for key, tmp in temps.items():
-            publish(tmp, finals[key])
-        temps.clear()
-    finally:
-        for tmp in temps.values():
-            discard(tmp)
-    return written
+    if "log" in temps:
+        _write_text(temps["log"], report.log_csv(rec.result.history, scheme.names))
+    if "curve" in temps:
+        _write_text(temps["curve"], report.curve_html(rec.result.history, report_header(rec), scheme.to_list()))
+    return save_checkpoint(temps["checkpoint"], net, checkpoint_metadata(rec, net, band_names))
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
 
 
 def result_dict(finals: Dict[str, str], rec: Record, written: Dict, warnings: List[str]) -> Dict:

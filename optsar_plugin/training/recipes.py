@@ -30,7 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional
 
-from ..errors import OptsarError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def resolve_model_size(model_size: str, device_type: str) -> str:
 def model_options_for(model: str, model_size: str, extra: Optional[Dict] = None) -> Dict:
     presets = SIZE_PRESETS.get(model, {})
     if model_size not in presets:
-        raise OptsarError(f"MODEL_SIZE '{model_size}' is not defined for {model}; use 'paper'.")
+        raise InputError(f"MODEL_SIZE '{model_size}' is not defined for {model}; use 'paper'.")
     return {**presets[model_size], **(extra or {})}
 
 

@@ -15,7 +15,7 @@ import io
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..accuracy.report import CSS
+from ..accuracy.html import CSS
 from ..classes import normalise_name
 
 BASE_COLUMNS = (

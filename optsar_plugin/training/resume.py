@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import OptsarError
+from ..errors import InputError
 from ..fileio import discard, publish, temp_path
 
 SUFFIX = ".resume.safetensors"
@@ -115,12 +115,12 @@ def load(path: str, run, print_: Dict, make_optimiser) -> Optional[Tuple[object,
             record = json.loads(fh.metadata()["optsar_resume"])
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # truncated or foreign file
-        raise OptsarError(f"The resumable state '{path}' cannot be read ({exc}); delete it to start again.") from None
+        raise InputError(f"The resumable state '{path}' cannot be read ({exc}); delete it to start again.") from None
     if record.get("version") != VERSION:
-        raise OptsarError(f"The resumable state '{path}' was written by another version; delete it to start again.")
+        raise InputError(f"The resumable state '{path}' was written by another version; delete it to start again.")
     diff = _differences(record["fingerprint"], print_)
     if diff:
-        raise OptsarError(
+        raise InputError(
             f"The resumable state '{path}' belongs to a different run ({', '.join(diff[:4])} differ); train with the "
             "same inputs and options, or delete it (or train without RESUME) to start again.")
     return _restore(run, record, tensors, make_optimiser, LoopState, WeightAverage)
