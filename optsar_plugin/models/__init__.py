@@ -68,7 +68,7 @@ MODEL_NAMES = tuple(_REGISTRY)
 # Options added after checkpoints were first written, with the value an older configuration
 # (which lacks the key) was built with - so an old checkpoint rebuilds the network it was trained as.
 LEGACY_OPTIONS: Dict[str, Dict] = {
-    "mosfnet": {"ffm_residual": False, "encoder": "convnextv2_tiny"},
+    "mosfnet": {"ffm_residual": False, "encoder": "convnextv2_tiny", "ffm_kernel": 3},
 }
 
 

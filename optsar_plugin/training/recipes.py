@@ -59,9 +59,10 @@ SIZE_PRESETS: Dict[str, Dict[str, Dict]] = {
         "paper": {},
         "small": dict(channels=32, num_blocks=2, order=2, embed_dim=128, depth=2, heads=4),
     },
+    # MOSFNet small: ConvNeXtV2-atto encoders (stage widths 40-320, 3.4 M each instead of 27.9 M), same wiring.
     "mosfnet": {
         "paper": {},
-        "small": dict(decoder_channels=64, d_state=4, ssm_ratio=1.0),
+        "small": dict(encoder="convnextv2_atto", decoder_channels=64, d_state=4, ssm_ratio=1.0),
     },
 }
 
