@@ -20,6 +20,7 @@ DEVICES = ("auto", "cuda", "cpu")
 PRECISIONS = ("fp32", "bf16", "fp16")  # inference; bf16/fp16 only on a CUDA GPU
 TRAIN_PRECISIONS = ("fp32", "bf16")
 CLOUD_MODES = ("auto", "keep", "zero")  # optical data under the cloud mask (see cloud_handling)
+TTA_MODES = ("off", "flips", "d4")  # test-time augmentation: none, 4 flips, the 8 flips and rotations
 CLOUD_SIMULATION = ("auto", "on", "off")  # simulated clouds on training tiles
 ALLOCATIONS = ("proportional", "equal", "olofsson")  # stratified sample allocation
 

@@ -157,6 +157,11 @@ class BatchReader:
                          np.empty((batch_size, sb, grid.th, grid.tw), np.float32))
                         for _ in range(min(2, len(self.batches)))]
 
+    def units(self, kind: str):
+        """This scene's encoding of ``kind`` (None: the training data's, see :mod:`optsar_plugin.normalisation`)."""
+        units = getattr(self.scene, "units", None)
+        return units[kind] if units else None
+
     def read(self, b: int):
         s, g = self.scene, self.grid
         opt_b, sar_b = self.buffers[b % 2]  # normalised windows go straight in (no second copy by stacking)
@@ -172,10 +177,10 @@ class BatchReader:
             if not valid.any():  # the network is not run for windows without a valid pixel
                 continue
             n = len(live)
-            opt_b[n] = normalisation.apply(o, self.stats["optical"])
+            opt_b[n] = normalisation.apply(o, self.stats["optical"], units=self.units("optical"))
             if cloud is not None and self.handling == "zero":
                 opt_b[n][:, cloud] = 0.0
-            sar_b[n] = normalisation.apply(sr, self.stats["sar"])
+            sar_b[n] = normalisation.apply(sr, self.stats["sar"], units=self.units("sar"))
             live.append(k)
             del o, sr
             trim_heap()

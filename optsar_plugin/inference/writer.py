@@ -174,6 +174,8 @@ def output_tags(meta, inputs: Dict[str, Optional[str]], bands: Dict[str, list], 
         "SAR_BANDS": ",".join(map(str, bands["sar"])), "TILE_SIZE": str(run["tile"]), "OVERLAP": str(run["overlap"]),
         "VERSION": __version__,
     }
+    if run.get("tta", "off") != "off":
+        tags["TTA"] = run["tta"]
     if inputs.get("cloud_mask"):
         tags.update(CLOUD_MASK=name(inputs["cloud_mask"]), CLOUD_HANDLING=run["cloud_handling"],
                     CLOUD_FRACTION=f"{run['cloud_fraction']:.4f}")

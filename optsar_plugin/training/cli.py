@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cli import int_list
 from ..models import MODEL_NAMES
-
-
-def _int_list(text: str):
-    try:
-        return [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated band numbers such as 1,2,3, got '{text}'") from None
 
 
 def _json_dict(text: str):
@@ -31,8 +25,8 @@ def add_arguments(parser) -> None:
     parser.description = "Train or fine-tune a network on optical + SAR rasters and reference labels; write a checkpoint."
     parser.add_argument("--optical", required=True, help="optical raster (its grid is the training grid)")
     parser.add_argument("--sar", required=True, help="SAR raster (any CRS/resolution; warped bilinearly)")
-    parser.add_argument("--optical-bands", type=_int_list, default=None, help="1-based band numbers, e.g. 2,3,4,8")
-    parser.add_argument("--sar-bands", type=_int_list, default=None, help="1-based band numbers, e.g. 1,2")
+    parser.add_argument("--optical-bands", type=int_list, default=None, help="1-based band numbers, e.g. 2,3,4,8")
+    parser.add_argument("--sar-bands", type=int_list, default=None, help="1-based band numbers, e.g. 1,2")
     parser.add_argument("--cloud-mask", default=None, help="optional cloud mask raster (non-zero = cloud)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--reference", help="reference polygons (vector file; 'file.gpkg|layername=x' accepted)")
