@@ -588,3 +588,42 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(scene
     assert not os.path.exists(str(out) + SUFFIX) and not _leftovers(tmp_path)
     again = _train(scene, tmp_path / "fresh.safetensors", epochs=1, steps_per_epoch=1, resume=True)
     assert any("no resumable state" in w for w in again["warnings"])
+
+
+def test_classify_converts_another_encoding_of_the_same_scene_and_says_so(trained, scene, tmp_path):
+    """Optical as float reflectance and SAR as linear power: the same map as the integer / dB inputs trained on."""
+    from optsar_plugin.inference import classify
+
+    with rasterio.open(scene["optical"]) as src:
+        profile, dn, onames = src.profile, src.read().astype(np.float32), src.descriptions
+    refl = np.where(dn == 0, np.nan, dn / 10000.0).astype(np.float32)
+    profile.update(dtype="float32", nodata=float("nan"))
+    with rasterio.open(tmp_path / "refl.tif", "w", **profile) as dst:
+        dst.write(refl)
+        dst.descriptions = onames
+    with rasterio.open(scene["sar"]) as src:
+        profile, db = src.profile, src.read()
+        names = src.descriptions
+    with rasterio.open(tmp_path / "linear.tif", "w", **profile) as dst:
+        dst.write((10 ** (db / 10)).astype(profile["dtype"]))
+        dst.descriptions = names
+    warnings = []
+
+    class Collect(NullFeedback):
+        def warning(self, message):
+            warnings.append(message)
+
+    def run(optical, sar, name):
+        out = classify(optical, sar, trained["checkpoint"], str(tmp_path / name), device="cpu", tile_size=64,
+                       overlap=16, feedback=Collect())
+        with rasterio.open(out["output"]) as ds:
+            return ds.read(1)
+
+    a = run(scene["optical"], scene["sar"], "a.tif")
+    assert not warnings
+    assert (run(str(tmp_path / "refl.tif"), scene["sar"], "b.tif") == a).mean() > 0.999
+    assert any("optical band(s) B2, B3" in w and "reflectance (values 0-1)" in w for w in warnings), warnings
+    # The SAR is warped bilinearly onto the optical grid: in linear power that averages differently than in dB,
+    # so the maps agree closely rather than exactly.
+    assert (run(scene["optical"], str(tmp_path / "linear.tif"), "c.tif") == a).mean() > 0.9
+    assert any("sar band(s) VV, VH" in w for w in warnings), warnings
