@@ -132,7 +132,7 @@ def _train_and_write(inputs: TrainInputs, options: TrainOptions, finals: Dict, t
         _check_tile(plan.tile, source, lab)
         split, sampler, cells, rng = make_split(lab, plan, options, source, fb)
         stats_o, stats_s = compute_statistics(source, sampler, split, rng, feedback=fb)
-        balance = class_balance(options.class_balance, options.model, split.train_counts)
+        balance = class_balance(options.class_balance, options.model, _class_counts(split, sampler, lab))
         with seeded(torch, options.seed, dev):
             net, stats_o, stats_s, init_info, built_with = build_network(options, size, source, lab, balance,
                                                                           stats_o, stats_s, fb)
@@ -264,6 +264,13 @@ def seeded(torch, seed: int, dev):
     finally:
         if deterministic:
             torch.use_deterministic_algorithms(previous)
+
+
+def _class_counts(split, sampler, lab):
+    from .recipes import BALANCE_COUNTS
+    from .sampler import sampled_class_counts
+
+    return sampled_class_counts(sampler, split, lab.index) if BALANCE_COUNTS == "tiles" else split.train_counts
 
 
 def _precision(precision: str, dev, fb) -> str:

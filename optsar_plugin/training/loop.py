@@ -164,9 +164,19 @@ def training_tile(run: Run):
     if cloud is not None and run.handling == "zero":
         on[:, cloud] = 0.0
     sn = normalisation.apply(s, run.stats_s)
+    if run.plan.jitter:
+        on, sn = jitter(run, on), jitter(run, sn)
     if run.ignore_sar:
         sn[:] = 0.0
     return dihedral([on, sn, y], int(run.rng.integers(0, 4)), bool(run.rng.random() < 0.5))
+
+
+def jitter(run: Run, x: np.ndarray) -> np.ndarray:
+    """Radiometric jitter of a normalised tile: a random gain and offset per band (``plan.jitter``)."""
+    j = run.plan.jitter
+    gain = 1.0 + j * run.rng.standard_normal((x.shape[0], 1, 1))
+    offset = j * run.rng.standard_normal((x.shape[0], 1, 1))
+    return (x * gain + offset).astype(np.float32)
 
 
 def training_batch(run: Run):

@@ -78,6 +78,7 @@ EVALUATIONS = 30  # validations over a full budget (automatic steps per epoch)
 MIN_STEPS_PER_EPOCH = 25
 PATIENCE = 8  # validations without improvement before stopping early
 EMA_DECAY = 0.0  # exponential moving average of the weights for validation and the checkpoint (0 = off)
+JITTER = 0.0  # radiometric jitter of training tiles: per-band gain 1 + N(0, j) and offset N(0, j) (normalised units)
 WARMUP_FRACTION, MAX_WARMUP = 0.05, 1500
 
 
@@ -112,6 +113,7 @@ class Plan:
     power: float
     recipe: str
     ema_decay: float = EMA_DECAY
+    jitter: float = JITTER
     chosen: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict:
@@ -160,7 +162,7 @@ def make_plan(options, model_size: Optional[str], device_type: str, height: int,
     lr = options.learning_rate or (recipe.lr_small if model_size == "small" else recipe.lr)
     warmup = max(1, min(MAX_WARMUP, round(WARMUP_FRACTION * total)))
     return Plan(model_size, int(tile), int(batch), int(spe), int(epochs), int(total), int(patience), float(lr), warmup,
-                recipe.weight_decay, recipe.schedule, recipe.power, recipe.source, EMA_DECAY, chosen)
+                recipe.weight_decay, recipe.schedule, recipe.power, recipe.source, EMA_DECAY, JITTER, chosen)
 
 
 def _auto_interval(total: int) -> int:
@@ -199,6 +201,7 @@ def param_groups(model, weight_decay: float):
 
 
 # Class balancing of the loss ("auto": the paper's where it says, else none).
+BALANCE_COUNTS = "labels"  # class frequencies the weights invert: "labels" (all training labels) or "tiles" (as sampled)
 AUTO_BALANCE = {"specsar_former": "inverse", "cloudlulc_net": "none", "mosfnet": "none"}
 BALANCE_POWER = {"none": 0.0, "sqrt": 0.5, "inverse": 1.0}
 

@@ -366,6 +366,23 @@ def compute_statistics(source: SceneSource, sampler: TileSampler, split: Split, 
     return normalisation.compute_stats(o, "optical", units=ou), normalisation.compute_stats(s, "sar", units=su)
 
 
+def sampled_class_counts(sampler: TileSampler, split: Split, index: np.ndarray, n_tiles: int = 256) -> np.ndarray:
+    """Training-labelled pixels per class in ``n_tiles`` tiles drawn as training draws them.
+
+    The class frequencies the loss actually sees: the sampler centres tiles on class-balanced
+    pixels, so they differ from the frequencies of the labels themselves.
+    """
+    k, t = len(split.train_counts), sampler.tile
+    counts = np.zeros(k, np.int64)
+    for _ in range(int(n_tiles)):
+        r0, c0 = sampler.sample()
+        y = index[r0 : r0 + t, c0 : c0 + t].copy()
+        y[split.is_val(r0, c0, t, t)] = NODATA
+        y = y[y != NODATA]
+        counts += np.bincount(y, minlength=k)[:k]
+    return counts
+
+
 def stats_shift(stats: dict, new: dict) -> float:
     """Largest |difference of centres| in units of the old scale (used to warn when fine-tuning)."""
     if ("units" in stats) != ("units" in new):  # raw values vs physical units: not comparable
