@@ -27,6 +27,9 @@ Protocol (fixed before any tuning; never changed to suit a result):
 
 Printed: OA, water IoU, mIoU and training seconds side by side; results in
 ``<out>/results.json``.  Timings depend on what else runs on the machine.
+Each network's checkpoint also classifies the chip with 64 px tiles, with one 512 px pass
+and with test-time augmentation (flips, d4): each map's accuracy and its agreement with
+the single pass (the tile seams) are printed (``--no-inference`` skips this).
 """
 
 from __future__ import annotations
@@ -186,6 +189,34 @@ def run_network(model, p, labels_tif, out: Path, train_args: dict, seed: int, qu
             "best": res.get("best")}
 
 
+INFERENCE_VARIANTS = {  # name -> classify keywords (the default run is the checkpoint's tile with its overlap)
+    "tiles of 64 px": dict(tile_size=64),
+    "one 512 px pass": dict(tile_size=512, overlap=0),
+    "default + TTA flips": dict(tta="flips"),
+    "default + TTA d4": dict(tta="d4"),
+}
+
+
+def inference_variants(model, p, out: Path, lab, test_mask, default_pred) -> dict:
+    """Accuracy of other tilings and of test-time augmentation, and agreement with one 512 px pass."""
+    import rasterio
+
+    from optsar_plugin.inference import classify
+
+    preds, rows = {"default": default_pred}, {}
+    for name, kw in INFERENCE_VARIANTS.items():
+        t0 = time.perf_counter()
+        path = out / f"{model}_map_{name.replace(' ', '_').replace('+', '')}.tif"
+        classify(str(p["S2"]), str(p["S1"]), str(out / f"{model}.safetensors"), str(path), feedback=Log("", True), **kw)
+        with rasterio.open(path) as ds:
+            preds[name] = ds.read(1).astype(np.int16)
+        rows[name] = {**scores(lab, preds[name], test_mask), "classify_seconds": round(time.perf_counter() - t0, 1)}
+    single = preds["one 512 px pass"]
+    for name, pred in preds.items():
+        rows.setdefault(name, scores(lab, pred, test_mask))["agreement_with_single_pass"] = float((pred == single).mean())
+    return rows
+
+
 def print_table(rows: dict, title: str) -> None:
     print(f"\n{title}")
     print(f"{'method':52s} |   OA  | water IoU |  mIoU | train s")
@@ -206,6 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-args", type=json.loads, default={}, help='extra train() keywords as JSON, e.g. \'{"epochs": 8}\'')
     ap.add_argument("--tag", default="", help="a label for this run in results.json")
     ap.add_argument("--quiet", action="store_true", help="only warnings and the results")
+    ap.add_argument("--no-inference", dest="inference", action="store_false",
+                    help="skip the classifications with 64 px tiles, one 512 px pass and test-time augmentation")
     a = ap.parse_args(argv)
     if not available(a.data):
         print(f"SKIP: the Sen1Floods11 chip is not in {a.data} (../shared/realdata); nothing to measure.")
@@ -228,6 +261,13 @@ def main(argv=None) -> int:
                       "classify_seconds": r["classify_seconds"], **r["result"],
                       "validation": r["best"]}
         print_table({name: rows[name]}, f"{model}: {r['result']}")
+        if a.inference:
+            variants = inference_variants(model, p, out, lab, test_mask, r["pred"])
+            rows[name]["inference"] = variants
+            print(f"{'  inference of ' + model:52s} |   OA  | water IoU |  mIoU | agreement with one pass")
+            for v, row in variants.items():
+                print(f"  {v:50s} | {row['oa']:.3f} |   {row['iou_water']:.3f}   | {row['miou']:.3f} | "
+                      f"{row['agreement_with_single_pass']:.4f}")
         results = {"split": a.split, "protocol": a.protocol, "seed": a.seed, "train_args": a.train_args, "rows": rows}
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     print_table(rows, f"Sen1Floods11 {CHIP}, trained on the {a.split} half, protocol {a.protocol}")
