@@ -159,7 +159,8 @@ def output_tags(meta, inputs: Dict[str, Optional[str]], bands: Dict[str, list], 
     """Tags recording the model, the checkpoint, the inputs (file names and bands) and the run's settings.
 
     ``inputs``: ``optical``, ``sar``, ``cloud_mask``, ``checkpoint`` paths; ``run``: ``tile``,
-    ``overlap``, ``cloud_handling``, ``cloud_fraction``; ``extra`` tags are added as given.
+    ``overlap``, ``cloud_handling``, ``cloud_fraction`` and optionally ``class_pixels`` ({code: pixels},
+    written as ``CLASS_PIXELS`` "code:pixels,..." and ``VALID_PIXELS``); ``extra`` tags are added as given.
     """
     from .. import __version__
 
@@ -174,6 +175,9 @@ def output_tags(meta, inputs: Dict[str, Optional[str]], bands: Dict[str, list], 
         "SAR_BANDS": ",".join(map(str, bands["sar"])), "TILE_SIZE": str(run["tile"]), "OVERLAP": str(run["overlap"]),
         "VERSION": __version__,
     }
+    if run.get("class_pixels") is not None:  # what the map holds, for area tables without reading it again
+        tags.update(VALID_PIXELS=str(sum(run["class_pixels"].values())),
+                    CLASS_PIXELS=",".join(f"{c}:{n}" for c, n in run["class_pixels"].items()))
     if inputs.get("cloud_mask"):
         tags.update(CLOUD_MASK=name(inputs["cloud_mask"]), CLOUD_HANDLING=run["cloud_handling"],
                     CLOUD_FRACTION=f"{run['cloud_fraction']:.4f}")
