@@ -181,3 +181,49 @@ def test_scenes_from_a_geopackage(tmp_path):
     ds = None
     (scene,) = read_scenes(tmp_path / "scenes.gpkg")
     assert (scene.name, scene.optical) == ("tile 1", str(tmp_path / "o.tif"))
+
+
+class CancelAfterFirstScene:
+    """Feedback that asks to stop once the first scene has finished."""
+
+    def __init__(self):
+        self.finished = 0
+
+    def progress(self, fraction, message=None):
+        self.finished += 1
+
+    def info(self, message):
+        pass
+
+    def warning(self, message):
+        pass
+
+    def is_canceled(self):
+        return self.finished > 0
+
+
+def test_cancel_stops_the_cluster_and_leaves_only_complete_maps(data, tmp_path):
+    import time
+
+    from optsar_plugin.batch import ID_TAG, classify_batch
+    from optsar_plugin.errors import Cancelled
+
+    out = tmp_path / "maps"
+    table = tmp_path / "scenes.csv"
+    header, *rows = data["table"].read_text().splitlines()[:4]
+    rows = [r.replace(",s", f",{data['root']}/s") for r in rows]
+    table.write_text("\n".join([header] + [r.replace("scene", f"copy{k}-scene") for k in range(3) for r in rows]) + "\n")
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        classify_batch(table, data["checkpoint"], out, workers=2, feedback=CancelAfterFirstScene(),
+                       **{**SETTINGS, "batch_size": 1})
+    assert time.monotonic() - t0 < 60
+    assert leftovers(out) == []
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == 9 and any(r["status"] == "done" for r in lines)
+    assert any(r["status"] == "failed" and "Cancelled" in r["error"] for r in lines)
+    for tif in out.glob("*.tif"):  # every map there is complete: tagged, styled, readable
+        with rasterio.open(tif) as ds:
+            assert ID_TAG in ds.tags() and ds.read(1).shape == (96, 96)
+        assert tif.with_suffix(".qml").is_file()
+    assert {r["name"] for r in lines if r["status"] == "done"} <= {p.stem for p in out.glob("*.tif")}

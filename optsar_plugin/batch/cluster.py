@@ -25,9 +25,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import time
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 from ..errors import InputError
 
@@ -71,10 +73,47 @@ def torch_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+class Cluster:
+    """What :func:`dask_client` yields: the client, the number of workers, torch threads per worker."""
+
+    def __init__(self, client, workers: int, threads: Optional[int], local=None):
+        self.client, self.workers, self.threads, self._local = client, workers, threads, local
+
+    def stop_now(self) -> List[int]:
+        """Kill a LocalCluster's worker processes at once (on cancellation); a remote cluster is left alone.
+
+        A graceful close waits for each worker's interpreter to shut down (seconds with torch
+        loaded); a cancelled run must end sooner, and what the killed workers were writing
+        is swept afterwards (:func:`optsar_plugin.fileio.sweep_leftovers`).  Returns the killed process ids.
+        """
+        killed = []
+        for nanny in list(self._local.workers.values()) if self._local is not None else []:
+            pid = getattr(nanny, "pid", None)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 2.0
+        while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the kernel has ended them (they may stay zombies until reaped)
+        return killed
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie does not: it has ended and waits to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @contextmanager
 def dask_client(scheduler: Optional[str] = None, workers: Optional[int] = None, device: str = "auto",
-                feedback=None) -> Iterator:
-    """``(client, workers, threads)``: a Dask client to an existing scheduler or to a new LocalCluster."""
+                feedback=None) -> Iterator[Cluster]:
+    """A :class:`Cluster`: a Dask client to an existing scheduler or to a new LocalCluster."""
     from ..deps import require
 
     require("distributed", "batch classification (Dask)")
@@ -89,23 +128,23 @@ def dask_client(scheduler: Optional[str] = None, workers: Optional[int] = None, 
             n = len(client.scheduler_info().get("workers", {}))
             if feedback is not None:
                 feedback.info(f"Dask cluster {scheduler}: {n} worker(s).")
-            yield client, n, None
+            yield Cluster(client, n, None)
         finally:
             client.close()
         return
     n = int(workers) if workers else default_workers(device)
     if n < 1:
         raise InputError(f"The number of workers must be at least 1, got {workers}.")
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
+    local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=0,
+                         dashboard_address=":0", silence_logs=logging.ERROR)
     try:
-        client = Client(cluster)
+        client = Client(local)
         try:
             if feedback is not None:
                 feedback.info(f"Local Dask cluster: {n} worker process(es), one scene at a time each "
-                              f"({cluster.scheduler_address}).")
-            yield client, n, torch_threads(n)
+                              f"({local.scheduler_address}).")
+            yield Cluster(client, n, torch_threads(n), local)
         finally:
             client.close()
     finally:
-        cluster.close()
+        local.close()

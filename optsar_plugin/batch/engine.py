@@ -122,18 +122,19 @@ def _run_jobs(jobs: List[SceneJob], scheduler, workers, device, protected, folde
     """Run the jobs on the cluster; the manifest is rewritten as each scene finishes."""
     _check_outputs(jobs, protected)
     done: Dict[int, Dict] = {}
-    try:
-        with dask_client(scheduler, workers, device, feedback) as (client, n, threads):
-            from distributed import Event
+    with dask_client(scheduler, workers, device, feedback) as cluster:
+        from distributed import Event
 
-            client.register_plugin(EngineWorkerPlugin(threads), name=EngineWorkerPlugin.name)
-            cancel = Event(jobs[0].cancel_event, client=client)
-            futures = {client.submit(run_scene, j, key=f"optsar-scene-{k}-{uuid.uuid4().hex[:8]}", pure=False): k
-                       for k, j in enumerate(jobs)}
+        client = cluster.client
+        client.register_plugin(EngineWorkerPlugin(cluster.threads), name=EngineWorkerPlugin.name)
+        cancel = Event(jobs[0].cancel_event, client=client)
+        futures = {client.submit(run_scene, j, key=f"optsar-scene-{k}-{uuid.uuid4().hex[:8]}", pure=False): k
+                   for k, j in enumerate(jobs)}
+        try:
             _collect(futures, jobs, done, cancel, protected, folder, feedback)
-    finally:
-        if scheduler is None:
-            sweep_leftovers(folder)  # temporary files of worker processes that were ended
+        except BaseException:  # cancelled, SIGTERM, an error: stop the work now, remove what it was writing
+            sweep_leftovers(folder, killed=cluster.stop_now())
+            raise
     return [done[k] for k in sorted(done)]
 
 
