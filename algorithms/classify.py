@@ -48,6 +48,12 @@ class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
+def keep_post_processor(context, path, processor) -> None:
+    """Attach ``processor`` to the output layer ``path`` loads as, keeping it referenced (see above)."""
+    _POST_PROCESSORS[path] = processor
+    context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
+
+
 class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
     NAME = "classify"
     DISPLAY = "Classify land cover (optical + SAR)"
@@ -252,9 +258,7 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
         )
         for path, style in ((output, result["qml"]), (confidence, result.get("confidence_qml"))):
             if path and style and context.willLoadLayerOnCompletion(path):
-                processor = ClassStylePostProcessor(style)
-                _POST_PROCESSORS[path] = processor
-                context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
+                keep_post_processor(context, path, ClassStylePostProcessor(style))
         return {
             self.OUTPUT: result["output"],
             self.OUTPUT_CONFIDENCE: result["confidence"],

@@ -17,6 +17,7 @@ ALGORITHMS = (
     ("check_environment", "CheckEnvironmentAlgorithm"),
     ("install_dependencies", "InstallDependenciesAlgorithm"),
     ("classify", "ClassifyAlgorithm"),
+    ("classify_batch", "ClassifyBatchAlgorithm"),
     ("train", "TrainAlgorithm"),
     ("assess_accuracy", "AssessAccuracyAlgorithm"),
     ("stratified_sample", "StratifiedSampleAlgorithm"),

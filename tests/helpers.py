@@ -141,6 +141,24 @@ def random_checkpoint(optical, sar, path, classes=THREE_CLASSES, config=TINY_CLO
     return {"checkpoint": str(path), "n_optical": opt.shape[0]}
 
 
+def batch_scenes(root: Path, broken: bool = True) -> dict:
+    """Three 96 x 96 sample scenes (and one whose SAR file is not a raster) in ``root/scenes.csv``, relative
+    paths; a tiny random checkpoint.  Returns {"root", "table", "checkpoint"}."""
+    from optsar_plugin.sample_scene import make_sample_scene
+
+    root = Path(root)
+    rows = ["name,optical,sar,cloud_mask"]
+    for k in range(3):
+        make_sample_scene(root / f"s{k}", size=96, seed=k)
+        rows.append(f"scene{k},s{k}/optical.tif,s{k}/sar.tif,s{k}/cloud_mask.tif")
+    if broken:
+        (root / "broken_sar.tif").write_bytes(b"this is not a raster")
+        rows.append("broken,s0/optical.tif,broken_sar.tif,")
+    (root / "scenes.csv").write_text("\n".join(rows) + "\n")
+    ck = random_checkpoint(root / "s0" / "optical.tif", root / "s0" / "sar.tif", root / "tiny.safetensors")
+    return {"root": root, "table": root / "scenes.csv", "checkpoint": ck["checkpoint"]}
+
+
 def train_tiny_checkpoint(scene: dict, path, epochs: int = 1, steps=None, seed: int = 1) -> Path:
     """A CloudLULC-Net checkpoint trained briefly on a sample scene through the engine's command line."""
     cmd = [sys.executable, "-m", "optsar_plugin", "-q", "train", "--optical", scene["optical"], "--sar", scene["sar"],

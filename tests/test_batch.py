@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tests.helpers import ROOT, random_checkpoint
+from tests.helpers import ROOT, batch_scenes
 
 SETTINGS = dict(device="cpu", tile_size=64, overlap=16, batch_size=2)
 GOOD = ["scene0", "scene1", "scene2"]
@@ -22,18 +22,7 @@ GOOD = ["scene0", "scene1", "scene2"]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Three small sample scenes and one whose SAR file is not a raster, in a CSV with relative paths."""
-    from optsar_plugin.sample_scene import make_sample_scene
-
-    root = tmp_path_factory.mktemp("batch")
-    rows = ["name,optical,sar,cloud_mask"]
-    for k in range(3):
-        make_sample_scene(root / f"s{k}", size=96, seed=k)
-        rows.append(f"scene{k},s{k}/optical.tif,s{k}/sar.tif,s{k}/cloud_mask.tif")
-    (root / "broken_sar.tif").write_bytes(b"this is not a raster")
-    rows.append("broken,s0/optical.tif,broken_sar.tif,")
-    (root / "scenes.csv").write_text("\n".join(rows) + "\n")
-    ck = random_checkpoint(root / "s0" / "optical.tif", root / "s0" / "sar.tif", root / "tiny.safetensors")
-    return {"root": root, "table": root / "scenes.csv", "checkpoint": ck["checkpoint"]}
+    return batch_scenes(tmp_path_factory.mktemp("batch"))
 
 
 @pytest.fixture(scope="module")
