@@ -127,7 +127,7 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
                                        grid.cols, meta.classes.codes, rasters.sink, confidence="confidence" in temps,
                                        probabilities="probabilities" in temps)
             runner = AdaptivePredictor(predictor, opts.batch_size, overlap, feedback, min_tile)
-            reader = BatchReader(scene, grid, meta.normalisation, handling, opts.batch_size, feedback)
+            reader = BatchReader(stack, scene, grid, meta.normalisation, handling, opts.batch_size, feedback)
             stream_windows(reader, runner, blender, feedback)
             _require_valid_pixels(blender, scene, opts)
             run = {"tile": tile, "overlap": overlap, "cloud_handling": handling if cloud_mask else None,
