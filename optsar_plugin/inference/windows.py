@@ -36,7 +36,7 @@ from .. import normalisation, raster_io
 from ..deps import require
 from ..progress import check_cancel
 
-GDAL_CACHE_BYTES = 64 * 2**20
+GDAL_CACHE_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,15 @@ def gdal_cache_bytes(rasterio, sources, rows: int) -> int:
 
     GDAL's default cache is 5 % of the RAM; input blocks and output blocks waiting
     for compression would fill it and make the process grow with the scene, so it
-    is capped for the run (rasterio restores it afterwards).  Tiled inputs need the
-    blocks a window shares with its neighbours - windows overlap and are not aligned
-    with the 256-px blocks, so without them each block is decompressed (and each
-    warped SAR block warped) two or three times: :data:`GDAL_CACHE_BYTES` (64 MB)
-    holds them for the next window and, up to scenes some 10 000 px wide, for the next
-    row of windows; measured on a 3000 x 3000 scene with an EPSG:4326 SAR, 20 % less
-    CPU than with 16 MB.  A fixed cap: memory does not grow with the scene.  A *striped* input (blocks as wide as the raster,
-    GDAL's default layout) is read a full-width strip at a time, so the cache must
+    is capped for the run (rasterio restores it afterwards).  Tiled inputs need
+    little: a window's blocks.  (Windows overlap and are not aligned with the 256-px
+    blocks, so a block is decompressed, and a warped SAR block warped, two or three
+    times when the cache cannot keep it for the neighbours: 64 MB instead of 16 MB saves
+    about 20 % of the CPU time on a 3000 x 3000 scene, but makes the peak memory of an
+    8000 x 8000 scene 1.24 times that of a 1000 x 1000 one instead of about 1.13; the flat
+    memory wins.  ``GDAL_CACHEMAX`` set by the user overrides this cap.)  A *striped*
+    input (blocks as wide as the raster, GDAL's default layout) is read a full-width
+    strip at a time, so the cache must
     hold one window row of its strips or every window would decompress them again;
     then the cap is that size (at most 1 GiB) - the one case where memory grows
     with the scene width.  Never more than the current cache size.
