@@ -8,7 +8,7 @@ import os
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingModelAlgorithm, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .base import ICON_DIR, PLUGIN_DIR
+from .base import ICON_DIR, PLUGIN_DIR, README_URL
 from .worker_client import SETTING, SETTING_LABEL
 
 MODELS_DIR = os.path.join(PLUGIN_DIR, "resources", "models")
@@ -46,10 +46,13 @@ class NamedModel(QgsProcessingModelAlgorithm):
     def name(self):
         return self._id or super().name()
 
-    def displayName(self):
+    def displayName(self):  # noqa: N802
         return super().name()
 
-    def createInstance(self):
+    def helpUrl(self):  # noqa: N802 (QGIS API name)
+        return f"{README_URL}#graphical-models"
+
+    def createInstance(self):  # noqa: N802
         return NamedModel(self._path, self._id)
 
 

@@ -339,11 +339,10 @@ def run_job(function: str, kwargs: Dict, feedback=None, outputs: Iterable[Option
 
 
 def qgis_python_summary() -> Dict[str, str]:
-    """QGIS's own Python (for optsar:checkenvironment), without importing torch here."""
-    import importlib.util
-
+    """QGIS's own Python (for optsar:checkenvironment); looks for a torch package on sys.path without importing it."""
+    found = any(os.path.isdir(os.path.join(p, "torch")) for p in sys.path if isinstance(p, str) and p)
     return {
         "version": sys.version.split()[0],
         "executable": sys.executable,
-        "torch_importable": "yes (not imported)" if importlib.util.find_spec("torch") else "no",
+        "torch_importable": "yes (not imported)" if found else "no",
     }

@@ -154,7 +154,7 @@ def plan_install(p: Probe, env_dir: str, base_python: Optional[str] = None,
     if not install_torch and ready:
         return Plan(env_dir, base_python, False, [], reasons, "none", python=p.python or "")
     python = venv_python(env_dir)
-    create = not os.path.isfile(python)
+    create = not (os.path.isfile(python) or (p.python and os.path.abspath(p.python) == os.path.abspath(python)))
     if p.python and os.path.abspath(p.python) != os.path.abspath(python):
         reasons.append(f"The worker's Python {p.python} is not ready; preparing the plugin's own environment in {env_dir} "
                        "(a Python named in the provider setting or OPTSAR_PYTHON still takes precedence).")
