@@ -164,12 +164,15 @@ def plan_install(p: Probe, env_dir: str, base_python: Optional[str] = None,
     steps = []
     if install_torch or create:
         torch_index = f"{PYTORCH_INDEX}/{variant}"
+        # PyPI has one torch wheel per platform: on Linux the CUDA build (several GB; it runs on the CPU too).
+        pypi_torch = pypi.label if variant != "cpu" else (
+            "pip's configured index (PyPI), whose Linux torch is the CUDA build (about 5 GB; it runs on the CPU too)")
         steps.append(Step(
-            f"PyTorch {pins['torch']} ({variant} build), torchvision {pins['torchvision']}",
+            f"PyTorch {pins['torch']} and torchvision {pins['torchvision']}",
             [f"torch=={pins['torch']}", f"torchvision=={pins['torchvision']}", f"numpy=={pins['numpy']}"],
-            [Source(f"PyTorch's wheel index ({torch_index})",
+            [Source(f"PyTorch's wheel index, {variant} build ({torch_index})",
                     ["--index-url", torch_index, "--retries", "1", "--timeout", "30", *replace], url=f"{torch_index}/torch/"),
-             Source(pypi.label, replace)]))
+             Source(pypi_torch, replace)]))
     steps.append(Step(f"timm {pins['timm']}, safetensors {pins['safetensors']}",
                       [f"timm=={pins['timm']}", f"safetensors=={pins['safetensors']}", f"numpy=={pins['numpy']}"],
                       [pypi]))
@@ -212,15 +215,22 @@ def environment_of(python: str, timeout: float = 600) -> Dict:
 
 
 def python_executable() -> str:
-    """The Python interpreter of this process (inside QGIS, sys.executable is the QGIS binary)."""
+    """The interpreter whose library this process runs (QGIS's own Python when called inside QGIS).
+
+    Inside QGIS, ``sys.executable`` is the QGIS binary or whatever ``python3`` comes first on
+    PATH (a pyenv or conda Python that lacks QGIS's GDAL); the interpreter next to this
+    process's ``sys.base_exec_prefix`` with this version number is the right one.
+    """
+    version = "{}.{}".format(*sys.version_info[:2])
+    for cand in (os.path.join(sys.base_exec_prefix, "bin", f"python{version}"),
+                 os.path.join(sys.base_exec_prefix, "bin", "python3"),
+                 os.path.join(sys.base_exec_prefix, "python.exe")):
+        if os.path.isfile(cand):
+            return cand
     exe = sys.executable or ""
     if os.path.basename(exe).lower().startswith("python"):
         return exe
-    for cand in (os.path.join(sys.exec_prefix, "bin", "python3"), os.path.join(sys.exec_prefix, "python.exe"),
-                 shutil.which("python3")):
-        if cand and os.path.exists(cand):
-            return cand
-    return "python3"
+    return shutil.which("python3") or "python3"
 
 
 def reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> Optional[str]:
