@@ -45,6 +45,7 @@ ENV_VAR = "OPTSAR_PYTHON"
 TERMINATE_GRACE_S = 1.5
 POLL_S = 0.05
 MAX_LOG_LINES = 16
+LOG_TAIL_MESSAGES = 4
 LOG_TAIL_LINES = 8
 INSTALL_HINT = (
     "Run 'OptSAR Fusion > Setup > Install dependencies' (optsar:installdependencies), or name a Python that has "
@@ -142,22 +143,35 @@ def _listdir(folder: str) -> List[str]:
 
 
 class LogRelay:
-    """Progress to the bar (always), messages to the log (budgeted; progress text once a quarter)."""
+    """Progress to the bar (always), messages to the log: the first ones as they come, the last
+    :data:`LOG_TAIL_MESSAGES` at the end (a training's final epochs), one line for those in between;
+    progress text once a quarter.  At most ``max_lines`` + 1 lines a run."""
 
     def __init__(self, feedback, max_lines: int = MAX_LOG_LINES):
         self.fb = feedback
-        self.left = max_lines
+        self.left = max_lines - LOG_TAIL_MESSAGES
+        self.tail: collections.deque = collections.deque(maxlen=LOG_TAIL_MESSAGES)
         self.suppressed = 0
         self.quarter = -1
 
-    def _line(self, push, message) -> None:
+    def _push(self, kind: str, message: str) -> None:
+        if kind == "warning":
+            self.fb.reportError(message, fatalError=False)
+        elif kind == "text":
+            self.fb.setProgressText(message)
+        else:
+            self.fb.pushInfo(message)
+
+    def _line(self, kind: str, message: str) -> None:
         if self.fb is None:
             return
         if self.left > 0:
             self.left -= 1
-            push(message)
-        else:
-            self.suppressed += 1
+            self._push(kind, message)
+        elif kind != "text":
+            if len(self.tail) == self.tail.maxlen:
+                self.suppressed += 1
+            self.tail.append((kind, message))
 
     def progress(self, fraction, text=None) -> None:
         if self.fb is None:
@@ -166,17 +180,22 @@ class LogRelay:
         quarter = int(4 * float(fraction or 0.0))
         if text and quarter > self.quarter:
             self.quarter = quarter
-            self._line(self.fb.setProgressText, text)
+            self._line("text", text)
 
     def info(self, message) -> None:
-        self._line(self.fb.pushInfo if self.fb else None, message)
+        self._line("info", message)
 
     def warning(self, message) -> None:
-        self._line((lambda m: self.fb.reportError(m, fatalError=False)) if self.fb else None, message)
+        self._line("warning", message)
 
     def close(self) -> None:
-        if self.fb is not None and self.suppressed:
-            self.fb.pushInfo(f"({self.suppressed} further engine message(s) not shown.)")
+        if self.fb is None:
+            return
+        if self.suppressed:
+            self.fb.pushInfo(f"({self.suppressed} engine message(s) not shown.)")
+        for kind, message in self.tail:
+            self._push(kind, message)
+        self.tail.clear()
 
 
 # -- running a job -------------------------------------------------------------------------------

@@ -205,7 +205,11 @@ def test_log_relay_keeps_about_twenty_lines_per_run():
     assert len(fb.values) == 1000  # the bar sees every step
     assert [t for k, t in fb.lines if k == "text"] == ["window 0", "window 250", "window 500", "window 750"]
     assert len(fb.lines) == MAX_LOG_LINES + 1 <= 20
-    assert fb.lines[-1][1].startswith("(") and "not shown" in fb.lines[-1][1]
+    shown = [m for _, m in fb.lines]
+    # the first messages as they came, one line for the middle, the last ones (final epochs, a late warning)
+    assert shown[4:12] == [f"epoch {i}" for i in range(8)]
+    assert shown[12] == "(39 engine message(s) not shown.)"
+    assert shown[13:] == ["epoch 47", "epoch 48", "epoch 49", "late warning"] and fb.lines[-1][0] == "warning"
 
 
 # -- layers that are not files ------------------------------------------------------------------------
@@ -245,8 +249,9 @@ def test_memory_layer_is_exported_for_the_worker_and_removed_after(processing_pr
 
 
 def test_qgis_process_never_imports_torch(data, tmp_path):
-    """checkenvironment, train and classify through processing.run in a QGIS Python that refuses to import
-    torch, torchvision, timm, triton or safetensors: all work (in the worker), none was even tried here."""
+    """checkenvironment, train and classify (in the worker), then assessaccuracy, stratifiedsample and
+    samplescene (in process) through processing.run in a QGIS Python that refuses to import torch,
+    torchvision, timm, triton or safetensors: all work, and none of those was even tried here."""
     code = f"""
 import sys
 TRIED = []
@@ -272,6 +277,11 @@ t = processing.run('optsar:train', {{'OPTICAL': s['optical'], 'SAR': s['sar'], '
     'BATCH_SIZE': 1, 'VALIDATION_FRACTION': 0.0, 'DEVICE': 'cpu', 'OUTPUT_CHECKPOINT': {str(tmp_path / 'm.safetensors')!r}}})
 c = processing.run('optsar:classify', {{'OPTICAL': s['optical'], 'SAR': s['sar'], 'CHECKPOINT': t['OUTPUT_CHECKPOINT'],
     'DEVICE': 'cpu', 'TILE_SIZE': 64, 'OVERLAP': 16, 'OUTPUT': {str(tmp_path / 'lc.tif')!r}}})
+a = processing.run('optsar:assessaccuracy', {{'CLASSIFICATION': c['OUTPUT'], 'REFERENCE': s['reference_test'],
+    'CLASS_FIELD': 'class_name', 'CHECKPOINT': t['OUTPUT_CHECKPOINT'], 'OUTPUT_REPORT': {str(tmp_path / 'r.html')!r},
+    'OUTPUT_MATRIX': {str(tmp_path / 'm.csv')!r}, 'OUTPUT_METRICS': {str(tmp_path / 'm.json')!r}}})
+p = processing.run('optsar:stratifiedsample', {{'CLASSIFICATION': c['OUTPUT'], 'TOTAL': 30, 'OUTPUT': {str(tmp_path / 'p.gpkg')!r}}})
+g = processing.run('optsar:samplescene', {{'OUTPUT_FOLDER': {str(tmp_path / 'scene2')!r}, 'SIZE': 64}})
 loaded = [m for m in ('torch', 'torchvision', 'timm', 'triton', 'safetensors') if m in sys.modules]
 print('TRIED', TRIED, 'LOADED', loaded)
 assert not TRIED and not loaded
