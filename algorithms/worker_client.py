@@ -57,12 +57,6 @@ INSTALL_HINT = (
 # -- which Python ------------------------------------------------------------------------------
 
 
-def venv_python(env_dir: str) -> str:
-    if os.name == "nt":
-        return os.path.join(env_dir, "Scripts", "python.exe")
-    return os.path.join(env_dir, "bin", "python")
-
-
 def managed_env_dir() -> str:
     """Where optsar:installdependencies prepares the worker environment: in the QGIS profile, so a plugin
     update (which replaces the plugin folder) keeps it."""
@@ -85,6 +79,8 @@ def find_python() -> Tuple[str, str]:
             if not (os.path.isfile(value) and os.access(value, os.X_OK)):
                 raise QgsProcessingException(f"The Python named by {source} does not exist or is not executable: {value}")
             return value, source
+    from optsar_plugin.installer import venv_python
+
     for env_dir, source in ((managed_env_dir(), "the environment prepared by optsar:installdependencies"),
                             (os.path.join(PLUGIN_DIR, ".venv"), "the plugin folder's .venv")):
         exe = venv_python(env_dir)
