@@ -23,7 +23,9 @@ from .base import FeedbackAdapter, OptsarAlgorithm, raster_path
 
 
 def layer_classes(layer):
-    """``[(code, name, colour)]`` from a raster layer's paletted renderer, or None."""
+    """The classes of a raster layer's paletted renderer (a :class:`~optsar_plugin.classes.ClassScheme`), or None."""
+    from optsar_plugin.classes import ClassScheme, LandCoverClass
+
     renderer = layer.renderer() if layer is not None else None
     if renderer is None or renderer.type() != "paletted":
         return None
@@ -32,8 +34,8 @@ def layer_classes(layer):
         value = float(c.value)
         if value != int(value) or not 0 <= int(value) <= 254:
             continue
-        out.append({"code": int(value), "name": c.label or str(int(value)), "color": c.color.name().upper()})
-    return out or None
+        out.append(LandCoverClass(int(value), c.label or str(int(value)), c.color.name().upper()))
+    return ClassScheme(out, source="the layer's style") if out else None
 
 
 def file_has_classes(path: str) -> bool:

@@ -2,10 +2,10 @@
 
 Everything happens in :func:`optsar_plugin.inference.classify`, run in the engine worker
 process (torch never loads in QGIS); this file turns parameters into its arguments, checks
-early what can be known before a run (:meth:`ClassifyAlgorithm.checkParameterValues`: band
-counts and model from the checkpoint's JSON header, no torch), and styles the loaded output
-with a layer post-processor.  No GUI calls: it runs the same from the Toolbox, the graphical
-modeler and ``qgis_process``.
+early what can be known before a run (:meth:`ClassifyAlgorithm.checkParameterValues`: the
+engine's torch-free ``check_fit`` on the checkpoint's JSON header), and styles the loaded
+outputs with layer post-processors.  No GUI calls: it runs the same from the Toolbox, the
+graphical modeler and ``qgis_process``.
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
+from optsar_plugin.options import DEFAULT_BATCH, DEFAULT_TILE, DEVICES, MODELS, PRECISIONS  # torch-free
+
 from .base import ImageryInputs, OptsarAlgorithm
 
-MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
-DEVICES = ("auto", "cuda", "cpu")
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEFAULT_TILE = 512
-DEFAULT_BATCH = 4
+PARAMETER_LABELS = {"model": "MODEL", "optical_bands": "OPTICAL_BANDS", "sar_bands": "SAR_BANDS"}
 
 # Processing keeps only a C++ pointer to a post-processor; the Python object must stay
 # referenced until the layer has been loaded and styled, or it is garbage-collected.
@@ -36,7 +34,7 @@ _POST_PROCESSORS = {}
 
 
 class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Applies the classification's ``.qml`` (paletted classes) to the layer Processing loads."""
+    """Applies an output's ``.qml`` (paletted classes, or the confidence colour ramp) to the layer Processing loads."""
 
     def __init__(self, qml_path):
         super().__init__()
@@ -174,48 +172,42 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
         if not ok:
             return ok, message
         from optsar_plugin.errors import OptsarError
-        from optsar_plugin.inference import check_tiling, default_overlap
+
+        try:
+            self._check_fit(parameters, context)
+        except OptsarError as exc:
+            return False, str(exc)
+        return True, ""
+
+    def _check_fit(self, parameters, context):
+        """The engine's own validator (torch-free): tiling, then the checkpoint against MODEL and the bands."""
+        from optsar_plugin.checkpoints import load_metadata
+        from optsar_plugin.errors import InputError
+        from optsar_plugin.metadata import check_fit
+        from optsar_plugin.options import check_tiling, default_overlap
 
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         overlap = self._overlap(parameters, context)
-        try:
-            check_tiling(tile, default_overlap(tile) if overlap is None else overlap)
-        except OptsarError as exc:
-            return False, str(exc)
+        check_tiling(tile, default_overlap(tile) if overlap is None else overlap)
         checkpoint = self.parameterAsFile(parameters, self.CHECKPOINT, context)
         if not checkpoint or not os.path.isfile(checkpoint):
-            return False, f"The checkpoint '{checkpoint}' does not exist; choose a .safetensors file written by 'Train'."
-        from optsar_plugin.checkpoints import read_metadata
+            raise InputError(f"The checkpoint '{checkpoint}' does not exist; choose a .safetensors file written by "
+                             "'Train'.")
+        model = self.parameterAsEnumString(parameters, self.MODEL, context) if parameters.get(self.MODEL) else None
+        check_fit(load_metadata(checkpoint), model=model, tile_size=tile, overlap=overlap,
+                  optical=self._band_choice(parameters, self.OPTICAL, self.OPTICAL_BANDS, context),
+                  sar=self._band_choice(parameters, self.SAR, self.SAR_BANDS, context),
+                  checkpoint=os.path.basename(checkpoint), labels=PARAMETER_LABELS)
 
-        try:
-            metadata = read_metadata(checkpoint)
-        except OptsarError as exc:
-            return False, str(exc)
-        actual = (metadata.get("model") or {}).get("name")
-        model = self.parameterAsEnumString(parameters, self.MODEL, context) if parameters.get(self.MODEL) else ""
-        if model and model != actual:
-            return False, (
-                f"The checkpoint '{os.path.basename(checkpoint)}' holds a {actual} network, but MODEL is {model}. "
-                f"Choose {actual} (or leave MODEL empty), or a {model} checkpoint."
-            )
-        expected = metadata.get("bands") or {}
-        for param, bands_param, kind, label in (
-            (self.OPTICAL, self.OPTICAL_BANDS, "optical", "optical"),
-            (self.SAR, self.SAR_BANDS, "sar", "SAR"),
-        ):
-            layer = self.parameterAsRasterLayer(parameters, param, context)
-            if layer is None:
-                continue  # produced by an earlier step of a model; the engine checks it when it runs
-            chosen = self._bands(parameters, bands_param, context) or list(range(1, layer.bandCount() + 1))
-            names = list(expected.get(kind) or [])
-            if names and len(chosen) != len(names):
-                return False, (
-                    f"The checkpoint '{os.path.basename(checkpoint)}' ({actual}) was trained on {len(names)} {label} "
-                    f"band(s) in this order: {', '.join(map(str, names))}; {len(chosen)} band(s) of "
-                    f"'{layer.name()}' were chosen ({', '.join(map(str, chosen))}). Set {bands_param} to the same "
-                    "bands in the same order."
-                )
-        return True, ""
+    def _band_choice(self, parameters, layer_param, bands_param, context):
+        """The bands chosen of a layer (None when the layer comes from an earlier step of a model)."""
+        from optsar_plugin.metadata import BandChoice
+
+        layer = self.parameterAsRasterLayer(parameters, layer_param, context)
+        if layer is None:
+            return None  # the engine checks it when it runs
+        chosen = self._bands(parameters, bands_param, context) or list(range(1, layer.bandCount() + 1))
+        return BandChoice.of(chosen, source=layer.name())
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -256,10 +248,11 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
             f"Classified {result['width']} x {result['height']} px in {result['windows']} window(s) in "
             f"{result['seconds']:.1f} s ({100 * share:.0f} % in the network) on {result['device']}."
         )
-        if context.willLoadLayerOnCompletion(output):
-            processor = ClassStylePostProcessor(result["qml"])
-            _POST_PROCESSORS[output] = processor
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(processor)
+        for path, style in ((output, result["qml"]), (confidence, result.get("confidence_qml"))):
+            if path and style and context.willLoadLayerOnCompletion(path):
+                processor = ClassStylePostProcessor(style)
+                _POST_PROCESSORS[path] = processor
+                context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
         return {
             self.OUTPUT: result["output"],
             self.OUTPUT_CONFIDENCE: result["confidence"],

@@ -13,6 +13,8 @@ from qgis.core import (
     QgsProcessingParameterVectorDestination,
 )
 
+from optsar_plugin.options import ALLOCATIONS  # torch-free
+
 from .assess_accuracy import layer_classes
 from .base import FeedbackAdapter, OptsarAlgorithm, raster_path
 
@@ -38,7 +40,7 @@ class StratifiedSampleAlgorithm(OptsarAlgorithm):
     SAMPLE_SIZE = "SAMPLE_SIZE"
     ANTICIPATED_SE = "ANTICIPATED_SE"
 
-    ALLOCATIONS = ("proportional", "equal", "olofsson")
+    ALLOCATIONS = ALLOCATIONS  # the engine's names, in the order of ALLOCATION_LABELS
     ALLOCATION_LABELS = (
         "Proportional to mapped area",
         "Equal per class",

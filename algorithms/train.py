@@ -22,13 +22,10 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import ImageryInputs, OptsarAlgorithm, raster_path
+from optsar_plugin.options import CLOUD_SIMULATION, DEVICES, MODEL_SIZES, MODELS  # torch-free
+from optsar_plugin.options import TRAIN_PRECISIONS as PRECISIONS
 
-MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
-MODEL_SIZES = ("small", "paper")
-DEVICES = ("auto", "cuda", "cpu")
-PRECISIONS = ("fp32", "bf16")
-CLOUD_SIMULATION = ("auto", "on", "off")
+from .base import ImageryInputs, OptsarAlgorithm, raster_path
 
 
 class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):

@@ -112,7 +112,9 @@ class OutputGuard:
         self.before = {d: set(_listdir(d)) for d in {os.path.dirname(p) for p in self.outputs}}
 
     def clean(self) -> List[str]:
-        removed = []
+        from optsar_plugin.fileio import sweep_leftovers  # the engine's own rule for a killed run's files
+
+        removed = [os.path.basename(p) for d in self.before for p in sweep_leftovers(d)]
         for out in self.outputs:
             folder, name = os.path.split(out)
             stem = os.path.splitext(name)[0]

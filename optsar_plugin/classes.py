@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from .errors import OptsarError
+from .errors import InputError
 
 NODATA = 255
-SCHEME_DIR = Path(__file__).resolve().parent.parent / "resources" / "schemes"
+SCHEME_DIR = Path(__file__).resolve().parent / "schemes"  # package data: travels with the engine
 
 
 def normalise_name(name: str) -> str:
@@ -40,17 +40,22 @@ class LandCoverClass:
 
 @dataclass
 class ClassScheme:
+    """Classes in order (for a network: logit order).  ``byte_codes`` (the default) keeps every code in 0-254,
+    as in a uint8 classification with nodata 255; schemes describing other maps (16-bit, negative codes; the
+    classes of an accuracy assessment) set it to False."""
+
     classes: List[LandCoverClass]
     source: str = "custom"
+    byte_codes: bool = field(default=True, compare=False)
     _by_code: Dict[int, LandCoverClass] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         codes = [c.code for c in self.classes]
         if len(set(codes)) != len(codes):
-            raise OptsarError(f"Class codes must be unique, got {codes}.")
+            raise InputError(f"Class codes must be unique, got {codes}.")
         for c in self.classes:
-            if not 0 <= int(c.code) <= 254:
-                raise OptsarError(
+            if self.byte_codes and not 0 <= int(c.code) <= 254:
+                raise InputError(
                     f"Class '{c.name}' has code {c.code}; codes must be 0-254 (255 is the nodata value)."
                 )
         self._by_code = {c.code: c for c in self.classes}

@@ -2,7 +2,8 @@
 
 Each command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run_cli(args, feedback) -> int``; modules are imported only when their command
-runs.  User errors print one line (``error: ...``) and exit with status 2.
+runs.  User errors print one line (``error: ...``) and exit with status 2; SIGTERM
+removes the run's temporary files and exits with status 143.
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import List
 
-from .errors import OptsarError
+from .errors import OptsarError, Terminated
 from .progress import PrintFeedback
 
 # command -> (module, help)
 COMMANDS = {
     "env": ("optsar_plugin.environment", "report Python, torch, CUDA/GPU, timm and mamba-ssm"),
     "models": ("optsar_plugin.environment", "list the available networks"),
-    "classify": ("optsar_plugin.inference", "classify an optical + SAR scene with a checkpoint"),
+    "classify": ("optsar_plugin.inference.cli", "classify an optical + SAR scene with a checkpoint"),
     "train": ("optsar_plugin.training", "train or fine-tune a network and write a checkpoint"),
     "assess": ("optsar_plugin.accuracy.cli", "assess a classification against reference polygons or points"),
-    "sample": ("optsar_plugin.accuracy.sampling", "draw a stratified random sample from a classification"),
+    "sample": ("optsar_plugin.accuracy.sample_cli", "draw a stratified random sample from a classification"),
     "make-sample-scene": ("optsar_plugin.sample_scene", "generate the synthetic demo scene"),
     "worker": ("optsar_plugin.worker", "run one JSON job and stream JSON-line events (what QGIS calls)"),
 }
@@ -53,9 +55,23 @@ def main(argv=None) -> int:
     sub_args = sub.parse_args(rest)
     sub_args.command = args.command
     feedback = PrintFeedback(quiet=args.quiet)
+    from .fileio import terminate_on_sigterm
+
+    terminate_on_sigterm()
     try:
         return int(module.run_cli(sub_args, feedback) or 0)
+    except Terminated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 143
     except OptsarError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def int_list(text: str) -> List[int]:
+    """``"2,3,4"`` -> [2, 3, 4]: an argparse type for band lists."""
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated band numbers such as 1,2,3, got '{text}'") from None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .deps import require_torch
-from .errors import OptsarError
+from .errors import InputError
 from .progress import NullFeedback
 
 
@@ -29,7 +29,7 @@ def resolve_device(name: str = "auto", feedback=None):
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise OptsarError(
+            raise InputError(
                 "DEVICE is 'cuda' but torch sees no CUDA GPU (torch "
                 f"{torch.__version__}, CUDA build {torch.version.cuda}). Use 'auto' or 'cpu'."
             )
@@ -39,4 +39,4 @@ def resolve_device(name: str = "auto", feedback=None):
     if name == "cpu":
         feedback.info("Using the CPU.")
         return torch.device("cpu")
-    raise OptsarError(f"Unknown device '{name}': use auto, cuda or cpu.")
+    raise InputError(f"Unknown device '{name}': use auto, cuda or cpu.")

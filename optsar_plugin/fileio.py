@@ -1,18 +1,62 @@
-"""Atomic outputs: write beside the target under a temporary name, publish by renaming.
+"""Atomic outputs: reserve temporary names beside the finals, publish them all at the end, discard on error.
 
-A failed or cancelled run never leaves a half-written file behind.  ``tempfile.mkstemp``
-creates files readable by their owner only (0600); :func:`publish` gives the final file the
-permissions a normally created file would get (0666 minus the umask) before renaming it.
+Every file the engine writes goes through here, so that a failed, cancelled or killed
+run never leaves a half-written output and never replaces an input.
+
+One run, several outputs (the usual case)::
+
+    with OutputSet(inputs=[optical, sar], feedback=feedback) as outs:
+        tmp = outs.add(output, "output classification", sidecars=(".aux.xml",))
+        style = outs.add(qml_path_for(output), "style file", primary=output)
+        ...write tmp and style (GDAL may add tmp + ".aux.xml")...
+        outs.publish()          # renames every temporary file (and its side-cars) onto its final name
+
+Leaving the ``with`` block without :meth:`OutputSet.publish` (an exception, a
+cancellation, SIGTERM turned into :class:`~optsar_plugin.errors.Terminated`) removes
+every temporary file and side-car.  :meth:`OutputSet.add` checks, before any work:
+
+* the folder exists and is writable (by creating the temporary file there: the only
+  test that sees read-only mounts and quotas), the path is not a folder;
+* the output is not the same file as an input (same device and inode when both exist,
+  else the same resolved real path: ``//x``, ``a/../x``, symlinked folders and hard
+  links are all recognised), nor the same file as another output or as one of its
+  side-cars (``OUTPUT=x.qml`` next to the style file ``x.qml`` of ``x.tif``).
+
+Temporary names are hidden and recognisable:
+``.<name>.optsar-<host>-<pid>-<random>.tmp<suffix>`` (GDAL side-cars append to it).
+A run killed with SIGKILL cannot clean up; the next :class:`OutputSet` that writes
+into the same folder removes such leftovers of processes of this host that no longer
+run (:func:`sweep_leftovers`).  :func:`terminate_on_sigterm` (installed by the CLI and
+the engine worker, never by library code) turns SIGTERM into an exception so that
+the ``with`` blocks clean up.
+
+``tempfile.mkstemp`` creates files readable by their owner only (0600); publishing
+gives each file the permissions a normally created file gets (0666 minus the umask).
+Single files: :func:`atomic_write_text` / :func:`atomic_write_bytes`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
-from typing import Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
-PathLike = Union[str, os.PathLike]
+from .errors import InputError, Terminated
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_LEFTOVER = re.compile(r"^\..*\.optsar-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]*\.tmp")
+_MAX_NAME = 120  # characters of the final name kept in a temporary name (NAME_MAX is 255 bytes)
+
+
+# -- single files ------------------------------------------------------------------------------
 
 
 def _umask() -> int:
@@ -28,13 +72,19 @@ def _umask() -> int:
 
 
 def temp_path(final: PathLike, create: bool = True) -> str:
-    """A unique temporary name in ``final``'s folder (created empty unless ``create`` is False)."""
+    """A unique, recognisable temporary name in ``final``'s folder (created empty unless ``create`` is False).
+
+    The folder is created when missing.
+    ``create=False`` is for writers that insist on creating the file themselves (OGR
+    drivers): the name is reserved and released again, so it is free but unique.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + final.stem + ".", suffix=".tmp" + final.suffix, dir=str(final.parent))
+    prefix = f".{final.name[:_MAX_NAME]}.optsar-{_HOST}-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + final.suffix, dir=str(final.parent))
     os.close(fd)
     if not create:
-        os.unlink(tmp)  # for writers (GDAL/OGR drivers) that insist on creating the file themselves
+        os.unlink(tmp)
     return tmp
 
 
@@ -45,6 +95,7 @@ def publish(tmp: PathLike, final: PathLike) -> None:
 
 
 def discard(tmp: PathLike) -> None:
+    """Remove a temporary file; a missing one is fine."""
     try:
         os.unlink(tmp)
     except OSError:
@@ -52,6 +103,7 @@ def discard(tmp: PathLike) -> None:
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:
@@ -64,3 +116,218 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+
+def plain_path(path: PathLike) -> str:
+    """The file part of a path or a QGIS/OGR layer URI (``file.gpkg|layername=x`` -> ``file.gpkg``)."""
+    return os.fspath(path).split("|")[0]
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name the same file: same device and inode when both exist, else the same real path."""
+    a, b = plain_path(a), plain_path(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare what the names resolve to
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def check_writable(path: PathLike, role: str = "output") -> str:
+    """Absolute path of ``path`` after checking that its folder exists and that a file can be created there."""
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise InputError(f"The {role} '{path}' is a folder; give a file name (e.g. classes.tif).")
+    if not os.path.isdir(folder):
+        raise InputError(f"The folder of the {role} '{path}' does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"The folder of the {role} '{path}' is not writable.")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"The {role} '{path}' exists and cannot be overwritten.")
+    try:  # the definitive test (permissions, read-only mounts, quotas): create and delete a file there
+        discard(temp_path(path))
+    except OSError as exc:
+        raise InputError(f"Cannot write the {role} '{path}': {exc.strerror or exc}.") from None
+    return path
+
+
+# -- leftovers of killed runs ------------------------------------------------------------------
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_leftovers(folder: PathLike) -> List[str]:
+    """Remove temporary files that runs of this host left in ``folder`` when they were killed.
+
+    Only names of the form written by :func:`temp_path` whose process no longer runs
+    are removed (files of running processes, of this process and of other hosts sharing
+    the folder are left alone).  Returns the removed paths.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _LEFTOVER.match(name)
+        if not m or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _running(int(m["pid"])):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            discard(path)
+            removed.append(path)
+    return removed
+
+
+# -- a run's outputs ---------------------------------------------------------------------------
+
+
+class _Entry:
+    def __init__(self, final: str, temp: str, role: str, sidecars: Sequence[str], notice: bool):
+        self.final, self.temp, self.role, self.sidecars, self.notice = final, temp, role, tuple(sidecars), notice
+
+    def claims(self) -> List[str]:
+        return [self.final] + [self.final + s for s in self.sidecars]
+
+
+class OutputSet:
+    """The outputs of one run: reserved beside their finals, published together, discarded on error.
+
+    ``inputs``: paths (or layer URIs) no output may replace; ``feedback``: where a
+    notice goes when a side-car file (a style) replaces a file the run did not make.
+    See the module docstring for the checks and the naming of temporary files.
+    """
+
+    def __init__(self, inputs: Iterable = (), feedback=None):
+        self.inputs: List[tuple] = []
+        for item in inputs:  # a path, or (path, role); empty ones are skipped
+            path, role = item if isinstance(item, tuple) else (item, "input")
+            self.add_input(path, role)
+        self.feedback = feedback
+        self.entries: List[_Entry] = []
+        self._swept = set()
+        self.published = False
+
+    def add_input(self, path: Optional[PathLike], role: str = "input") -> None:
+        """Protect one more input (named by ``role`` in messages)."""
+        if path:
+            self.inputs.append((plain_path(path), role))
+
+    def add(self, final: PathLike, role: str, *, sidecars: Sequence[str] = (), create: bool = True,
+            primary: Optional[PathLike] = None, make_folder: bool = False) -> str:
+        """Reserve a temporary file for ``final``; returns its path.
+
+        ``sidecars``: suffixes a writer appends to the file's name (GDAL's ``.aux.xml``);
+        they travel with it.  ``primary``: the output this file is a side-car of (a
+        ``.qml`` style): a notice is given when it replaces a file while its primary
+        did not exist.  ``create=False`` leaves the name free for writers that create
+        the file themselves.  ``make_folder``: create a missing folder (else it is an error).
+        """
+        if make_folder:
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(os.fspath(final))), exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"Cannot create the folder of the {role} '{final}': {exc.strerror or exc}.") from None
+        final = check_writable(final, role)
+        self._refuse_collisions(final, role, sidecars)
+        folder = os.path.dirname(final)
+        if folder not in self._swept:
+            self._swept.add(folder)
+            sweep_leftovers(folder)
+        notice = bool(primary) and os.path.exists(final) and not os.path.exists(os.fspath(primary))
+        tmp = temp_path(final, create=create)
+        self.entries.append(_Entry(final, tmp, role, sidecars, notice))
+        return tmp
+
+    def _refuse_collisions(self, final: str, role: str, sidecars: Sequence[str]) -> None:
+        mine = [final] + [final + s for s in sidecars]
+        for path, input_role in self.inputs:
+            if any(same_file(p, path) for p in mine):
+                raise InputError(
+                    f"The {role} '{final}' is the same file as the {input_role} '{path}': the outputs must differ "
+                    "from the inputs, which are never overwritten."
+                )
+        for other in self.entries:
+            if any(same_file(p, q) for p in mine for q in other.claims()):
+                raise InputError(
+                    f"The {role} '{final}' and the {other.role} '{other.final}' are the same file: the outputs must "
+                    "differ from each other (a style or side-car file cannot be an output too)."
+                )
+
+    def temp(self, final: PathLike) -> str:
+        """The temporary path reserved for ``final``."""
+        final = os.path.abspath(os.fspath(final))
+        for e in self.entries:
+            if e.final == final:
+                return e.temp
+        raise KeyError(final)
+
+    def write_text(self, final: PathLike, role: str, text: str) -> str:
+        """Reserve ``final`` and write ``text`` (UTF-8) to its temporary file; returns the final path."""
+        tmp = self.add(final, role)
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        return os.path.abspath(os.fspath(final))
+
+    def publish(self) -> Dict[str, str]:
+        """Rename every temporary file (and side-car) onto its final name; the first added goes last.
+
+        A side-car the new file does not have is removed from beside the final name, so a
+        stale ``.aux.xml`` of an earlier run cannot mislabel the new raster.
+        """
+        for e in reversed(self.entries):
+            publish(e.temp, e.final)
+            for s in e.sidecars:
+                if os.path.exists(e.temp + s):
+                    os.replace(e.temp + s, e.final + s)
+                elif os.path.exists(e.final + s):
+                    discard(e.final + s)
+            if e.notice and self.feedback is not None:
+                self.feedback.warning(f"The {e.role} '{e.final}' replaced a file of the same name.")
+        self.published = True
+        return {e.role: e.final for e in self.entries}
+
+    def discard(self) -> None:
+        """Remove every temporary file and side-car that was not published."""
+        if self.published:
+            return
+        for e in self.entries:
+            for p in [e.temp] + [e.temp + s for s in e.sidecars]:
+                discard(p)
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+# -- SIGTERM -----------------------------------------------------------------------------------
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("Stopped by SIGTERM; no output was written.")
+
+
+def terminate_on_sigterm() -> bool:
+    """Make SIGTERM raise :class:`~optsar_plugin.errors.Terminated` in the main thread.
+
+    The exception unwinds the run like a cancellation, so every :class:`OutputSet`
+    discards its temporary files.  For process entry points (the CLI, the engine
+    worker); returns False where a handler cannot be installed (not the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return True

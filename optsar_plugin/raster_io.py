@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import OptsarError
+from .errors import InputError
+from .fileio import check_writable  # noqa: F401  (kept here for callers; it lives in fileio)
 
 # Roles used in messages.
 OPTICAL = "optical raster"
@@ -58,17 +59,21 @@ def _rasterio():
 
 
 def open_raster(path, role: str):
-    """Open ``path`` for reading; a missing or unreadable file is an :class:`OptsarError` naming the role."""
+    """Open ``path`` for reading; a missing or unreadable file is an :class:`InputError` naming the role."""
     rasterio = _rasterio()
     path = os.fspath(path)
     if not path:
-        raise OptsarError(f"No {role} was given.")
+        raise InputError(f"No {role} was given.")
     if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
-        raise OptsarError(f"The {role} '{path}' does not exist.")
+        raise InputError(f"The {role} '{path}' does not exist.")
     try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioError as exc:
-        raise OptsarError(f"The {role} '{path}' cannot be opened as a raster: {exc}") from None
+        ds = rasterio.open(path)
+    except (rasterio.errors.RasterioError, OSError) as exc:  # Debian's RasterioIOError is an OSError
+        raise InputError(f"The {role} '{path}' cannot be opened as a raster: {exc}") from None
+    if ds.count < 1:
+        ds.close()
+        raise InputError(f"The {role} '{path}' has no band.")
+    return ds
 
 
 def crs_label(crs) -> str:
@@ -99,7 +104,7 @@ def require_crs(ds, role: str, other=None, other_role: str = "") -> None:
     """A raster without a CRS cannot be aligned to another: stop with both layers named."""
     if ds.crs is None:
         extra = f" It is to be combined with the {describe(other, other_role)}." if other is not None else ""
-        raise OptsarError(
+        raise InputError(
             f"The {describe(ds, role)} has no coordinate reference system, so it cannot be aligned "
             f"with the other inputs.{extra} Assign or warp it to a CRS first (e.g. Raster > Projections > "
             "Assign Projection / Warp)."
@@ -115,14 +120,14 @@ def select_bands(ds, bands: Optional[Sequence[int]], role: str) -> List[int]:
         try:
             i = int(b)
         except (TypeError, ValueError):
-            raise OptsarError(f"Band '{b}' of the {role} '{ds.name}' is not a band number.") from None
+            raise InputError(f"Band '{b}' of the {role} '{ds.name}' is not a band number.") from None
         if not 1 <= i <= ds.count:
-            raise OptsarError(
+            raise InputError(
                 f"The {role} '{ds.name}' has {ds.count} band(s); band {i} does not exist (bands are numbered from 1)."
             )
         out.append(i)
     if len(set(out)) != len(out):
-        raise OptsarError(f"The band list {out} for the {role} '{ds.name}' names a band twice.")
+        raise InputError(f"The band list {out} for the {role} '{ds.name}' names a band twice.")
     return out
 
 
@@ -163,15 +168,15 @@ def region_for_extent(ds, extent: Optional[Sequence[float]] = None, extent_crs=N
     try:
         xmin, ymin, xmax, ymax = (float(v) for v in extent)
     except (TypeError, ValueError):
-        raise OptsarError(f"The extent must be four numbers xmin, ymin, xmax, ymax; got {extent!r}.") from None
+        raise InputError(f"The extent must be four numbers xmin, ymin, xmax, ymax; got {extent!r}.") from None
     if not (xmax > xmin and ymax > ymin):
-        raise OptsarError(f"The extent {xmin}, {ymin} : {xmax}, {ymax} is empty (xmax <= xmin or ymax <= ymin).")
+        raise InputError(f"The extent {xmin}, {ymin} : {xmax}, {ymax} is empty (xmax <= xmin or ymax <= ymin).")
     if extent_crs is not None and ds.crs is not None:
         src_crs = rasterio.crs.CRS.from_user_input(extent_crs)
         if src_crs != ds.crs:
             xmin, ymin, xmax, ymax = transform_bounds(src_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21)
     if not ds.transform.is_rectilinear:
-        raise OptsarError(f"The optical raster '{ds.name}' has a rotated grid; an extent cannot be applied to it.")
+        raise InputError(f"The optical raster '{ds.name}' has a rotated grid; an extent cannot be applied to it.")
     w = from_bounds(xmin, ymin, xmax, ymax, ds.transform)
     eps = 1e-6
     c0 = max(0, math.floor(w.col_off + eps))
@@ -180,7 +185,7 @@ def region_for_extent(ds, extent: Optional[Sequence[float]] = None, extent_crs=N
     r1 = min(ds.height, math.ceil(w.row_off + w.height - eps))
     if c1 <= c0 or r1 <= r0:
         b = ds.bounds
-        raise OptsarError(
+        raise InputError(
             f"The extent {xmin:.6g}, {ymin:.6g} : {xmax:.6g}, {ymax:.6g} ({crs_label(ds.crs)}) does not overlap the "
             f"optical raster '{ds.name}' (extent {b.left:.6g}, {b.bottom:.6g} : {b.right:.6g}, {b.top:.6g})."
         )
@@ -209,7 +214,7 @@ def check_overlap(optical_ds, other_ds, region: Region, other_role: str = SAR) -
         ok = ix > 0 and iy > 0
     if not ok:
         what = "the requested extent of the " if (region.height, region.width) != (optical_ds.height, optical_ds.width) else "the "
-        raise OptsarError(
+        raise InputError(
             f"The {describe(other_ds, other_role)} does not overlap {what}{describe(optical_ds, OPTICAL)}"
             + (f" (output extent {left:.6g}, {bottom:.6g} : {right:.6g}, {top:.6g})" if what != "the " else "")
             + ". Check that both layers cover the same area and have correct CRSs."
@@ -249,7 +254,7 @@ def aligned(src, ref, resampling: str = "bilinear") -> Iterator:
     try:
         vrt = WarpedVRT(src, **kwargs)
     except Exception as exc:  # GDAL cannot build a transformer between the two CRSs
-        raise OptsarError(
+        raise InputError(
             f"The raster '{src.name}' ({crs_label(src.crs)}) cannot be warped onto the optical grid "
             f"({crs_label(ref.crs)}): {exc}"
         ) from None
@@ -342,25 +347,53 @@ def read_cloud(ds, row: int, col: int, height: int, width: int) -> np.ndarray:
     return np.nan_to_num(data, nan=0.0) != 0
 
 
-# -- output checks ---------------------------------------------------------------------------
+# -- classifications ---------------------------------------------------------------------------
 
 
-def check_writable(path, role: str = "output") -> str:
-    """Absolute path of ``path`` after checking that its folder exists and is writable."""
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if os.path.isdir(path):
-        raise OptsarError(f"The {role} '{path}' is a folder; give a file name such as classes.tif.")
-    if not os.path.isdir(folder):
-        raise OptsarError(f"The folder of the {role} '{path}' does not exist.")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OptsarError(f"The folder of the {role} '{path}' is not writable.")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise OptsarError(f"The {role} '{path}' exists and cannot be overwritten.")
-    try:  # the definitive test (permissions, read-only mounts, quotas): create and delete a file there
-        fd, probe = tempfile.mkstemp(prefix=".optsar-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OptsarError(f"Cannot write the {role} '{path}': {exc.strerror or exc}.") from None
-    return path
+def open_classification(path, band: int = 1, role: str = "classification raster"):
+    """``(dataset, band)``: a classification raster opened for reading, its band checked (1-based)."""
+    ds = open_raster(path, role)
+    try:
+        b = int(band)
+    except (TypeError, ValueError):
+        b = 0
+    if not 1 <= b <= ds.count:
+        ds.close()
+        raise InputError(f"The {role} '{path}' has {ds.count} band(s); band {band} does not exist.")
+    return ds, b
+
+
+def valid_mask(ds, band: int, values: np.ndarray, window=None) -> np.ndarray:
+    """Where ``values`` (read from ``band`` in ``window``) are valid: finite, not nodata, not masked by GDAL."""
+    from rasterio.enums import MaskFlags
+
+    flags = ds.mask_flag_enums[band - 1]
+    valid = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, dtype=bool)
+    if MaskFlags.all_valid in flags:
+        return valid
+    nd = ds.nodatavals[band - 1]
+    if MaskFlags.nodata in flags and nd is not None:
+        if values.dtype.kind == "f" and np.isnan(nd):
+            return valid
+        return valid & (values != nd)
+    return valid & (ds.read_masks(band, window=window) > 0)
+
+
+def parse_ignore_values(ignore_values, parameter: str = "Ignore values") -> List[int]:
+    """Class codes to leave out, from ``"0, 9"``, ``"0;9"`` or a sequence; sorted and unique."""
+    if ignore_values is None:
+        return []
+    if isinstance(ignore_values, str):
+        parts = [p for p in re.split(r"[,;\s]+", ignore_values.strip()) if p]
+    else:
+        parts = list(ignore_values)
+    out = []
+    for p in parts:
+        try:
+            f = float(p)
+        except (TypeError, ValueError):
+            f = math.nan
+        if not math.isfinite(f) or f != int(f):
+            raise InputError(f"{parameter} must be integer class codes, got {p!r}.")
+        out.append(int(f))
+    return sorted(set(out))

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from .classes import NODATA, ClassScheme, LandCoverClass, generated_palette
-from .errors import OptsarError
-from .fileio import atomic_write_bytes
+from .errors import InputError
+from .fileio import atomic_write_bytes, atomic_write_text
 
 QML_DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
 QML_VERSION = "3.22.0"
@@ -57,10 +57,6 @@ def qml_path_for(raster_or_qml: PathLike) -> Path:
     """The style path QGIS looks for beside a raster: ``x.tif`` -> ``x.qml`` (a ``.qml`` path is kept)."""
     p = Path(raster_or_qml)
     return p if p.suffix.lower() == ".qml" else p.with_suffix(".qml")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data)
 
 
 def _upper_hex(color: str) -> str:
@@ -88,16 +84,7 @@ def _gdal():
 # -- QML -----------------------------------------------------------------------------------
 
 
-def write_qml(path: PathLike, scheme: ClassScheme, band: int = 1, opacity: float = 1.0) -> Path:
-    """Write a QGIS paletted-renderer style for ``scheme``; returns the ``.qml`` path.
-
-    ``path`` is the raster (the style goes to ``<stem>.qml`` beside it, the name
-    QGIS loads as the default style) or the ``.qml`` path itself.  The file is
-    written to a temporary file and renamed into place.
-    """
-    if not 0.0 <= float(opacity) <= 1.0:
-        raise OptsarError(f"Style opacity must be between 0 and 1, got {opacity}.")
-    qml = qml_path_for(path)
+def _qml_root() -> ET.Element:
     root = ET.Element(
         "qgis",
         {
@@ -111,25 +98,11 @@ def write_qml(path: PathLike, scheme: ClassScheme, band: int = 1, opacity: float
     flags = ET.SubElement(root, "flags")
     for tag, value in (("Identifiable", "1"), ("Removable", "1"), ("Searchable", "1"), ("Private", "0")):
         ET.SubElement(flags, tag).text = value
-    pipe = ET.SubElement(root, "pipe")
-    renderer = ET.SubElement(
-        pipe,
-        "rasterrenderer",
-        {
-            "type": "paletted",
-            "band": str(int(band)),
-            "opacity": format(float(opacity), "g"),
-            "alphaBand": "-1",
-            "nodataColor": "",
-        },
-    )
-    palette = ET.SubElement(renderer, "colorPalette")
-    for c in sorted(scheme.classes, key=lambda c: c.code):
-        ET.SubElement(
-            palette,
-            "paletteEntry",
-            {"value": str(int(c.code)), "color": _upper_hex(c.color).lower(), "label": c.name, "alpha": "255"},
-        )
+    return root
+
+
+def _qml_text(root: ET.Element, pipe: ET.Element, resampler: Dict[str, str]) -> str:
+    """Close a style document: the pipe's colour adjustments and resampler, then the XML text."""
     ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
     ET.SubElement(
         pipe,
@@ -145,12 +118,68 @@ def write_qml(path: PathLike, scheme: ClassScheme, band: int = 1, opacity: float
             "colorizeStrength": "100",
         },
     )
-    # Nearest-neighbour resampling: averaging class codes would invent classes.
-    ET.SubElement(pipe, "rasterresampler", {"maxOversampling": "2"})
+    ET.SubElement(pipe, "rasterresampler", resampler)
     ET.SubElement(root, "blendMode").text = "0"
     ET.indent(root, space="  ")
-    body = ET.tostring(root, encoding="unicode")
-    _atomic_write_bytes(qml, (QML_DOCTYPE + "\n" + body + "\n").encode("utf-8"))
+    return QML_DOCTYPE + "\n" + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _renderer(pipe: ET.Element, kind: str, band: int, opacity: float, **extra) -> ET.Element:
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise InputError(f"Style opacity must be between 0 and 1, got {opacity}.")
+    attrs = {"type": kind, "band": str(int(band)), "opacity": format(float(opacity), "g"), "alphaBand": "-1",
+             "nodataColor": "", **extra}
+    return ET.SubElement(pipe, "rasterrenderer", attrs)
+
+
+def class_qml(scheme: ClassScheme, band: int = 1, opacity: float = 1.0) -> str:
+    """A QGIS paletted-renderer style (the text of a ``.qml``) for ``scheme``'s classes."""
+    root = _qml_root()
+    pipe = ET.SubElement(root, "pipe")
+    palette = ET.SubElement(_renderer(pipe, "paletted", band, opacity), "colorPalette")
+    for c in sorted(scheme.classes, key=lambda c: c.code):
+        ET.SubElement(
+            palette,
+            "paletteEntry",
+            {"value": str(int(c.code)), "color": _upper_hex(c.color).lower(), "label": c.name, "alpha": "255"},
+        )
+    # Nearest-neighbour resampling: averaging class codes would invent classes.
+    return _qml_text(root, pipe, {"maxOversampling": "2"})
+
+
+RAMP = ("#D7191C", "#FDAE61", "#FFFFBF", "#A6D96A", "#1A9641")  # ColorBrewer RdYlGn: low confidence red
+
+
+def ramp_qml(minimum: float = 0.0, maximum: float = 1.0, colors=RAMP, band: int = 1, label: str = "",
+             opacity: float = 1.0) -> str:
+    """A QGIS single-band pseudocolour style: a linear colour ramp from ``minimum`` to ``maximum``."""
+    if not maximum > minimum:
+        raise InputError(f"A colour ramp needs maximum > minimum, got {minimum} and {maximum}.")
+    root = _qml_root()
+    pipe = ET.SubElement(root, "pipe")
+    renderer = _renderer(pipe, "singlebandpseudocolor", band, opacity, classificationMin=format(minimum, "g"),
+                         classificationMax=format(maximum, "g"))
+    shader = ET.SubElement(ET.SubElement(renderer, "rastershader"), "colorrampshader", {
+        "colorRampType": "INTERPOLATED", "classificationMode": "1", "clip": "0",
+        "minimumValue": format(minimum, "g"), "maximumValue": format(maximum, "g"),
+    })
+    for k, color in enumerate(colors):
+        value = minimum + (maximum - minimum) * k / (len(colors) - 1)
+        text = f"{value:.2f}" + (f" {label}" if label and k in (0, len(colors) - 1) else "")
+        ET.SubElement(shader, "item", {"value": format(value, "g"), "color": _upper_hex(color).lower(),
+                                       "label": text, "alpha": "255"})
+    return _qml_text(root, pipe, {"maxOversampling": "2", "zoomedInResampler": "bilinear"})
+
+
+def write_qml(path: PathLike, scheme: ClassScheme, band: int = 1, opacity: float = 1.0) -> Path:
+    """Write a QGIS paletted-renderer style for ``scheme``; returns the ``.qml`` path.
+
+    ``path`` is the raster (the style goes to ``<stem>.qml`` beside it, the name
+    QGIS loads as the default style) or the ``.qml`` path itself.  The file is
+    written to a temporary file and renamed into place.
+    """
+    qml = qml_path_for(path)
+    atomic_write_text(qml, class_qml(scheme, band, opacity))
     return qml
 
 
@@ -159,21 +188,21 @@ def read_qml_classes(path: PathLike) -> ClassScheme:
 
     Also accepts a single-band pseudocolour style whose colour-ramp items are
     integer values (an "exact"/"discrete" classification style).  Entries for
-    the nodata value 255 are dropped.  Raises :class:`OptsarError` naming the
+    the nodata value 255 are dropped.  Raises :class:`InputError` naming the
     file when it is missing, not XML, or has no class palette.
     """
     qml = Path(path)
     if not qml.is_file():
-        raise OptsarError(f"Style file '{qml}' does not exist.")
+        raise InputError(f"Style file '{qml}' does not exist.")
     try:
         root = ET.parse(qml).getroot()
     except ET.ParseError as exc:
-        raise OptsarError(f"Style file '{qml}' is not a valid QGIS .qml (XML error: {exc}).") from None
+        raise InputError(f"Style file '{qml}' is not a valid QGIS .qml (XML error: {exc}).") from None
     entries = root.findall(".//rasterrenderer[@type='paletted']/colorPalette/paletteEntry")
     if not entries:
         entries = root.findall(".//rasterrenderer[@type='singlebandpseudocolor']//colorrampshader/item")
     if not entries:
-        raise OptsarError(
+        raise InputError(
             f"Style file '{qml}' has no paletted (unique values) raster renderer, so it names no classes."
         )
     classes: List[LandCoverClass] = []
@@ -182,18 +211,18 @@ def read_qml_classes(path: PathLike) -> ClassScheme:
             value = float(e.get("value"))
             color = _upper_hex(e.get("color", ""))
         except (TypeError, ValueError):
-            raise OptsarError(
+            raise InputError(
                 f"Style file '{qml}' has a palette entry with an invalid value or colour: {ET.tostring(e, 'unicode').strip()}"
             ) from None
         if value != int(value):
-            raise OptsarError(f"Style file '{qml}' has a non-integer class value {value}.")
+            raise InputError(f"Style file '{qml}' has a non-integer class value {value}.")
         code = int(value)
         if code == NODATA:
             continue
         label = e.get("label") or str(code)
         classes.append(LandCoverClass(code, label, color))
     if not classes:
-        raise OptsarError(f"Style file '{qml}' defines no class other than the nodata value {NODATA}.")
+        raise InputError(f"Style file '{qml}' defines no class other than the nodata value {NODATA}.")
     return ClassScheme(sorted(classes, key=lambda c: c.code), source="qml")
 
 
@@ -240,7 +269,7 @@ def _write_pam_category_names(raster: PathLike, names: List[str], band: int = 1)
         ET.SubElement(cats, "Category").text = n
     band_el.insert(0, cats)
     ET.indent(root, space="  ")
-    _atomic_write_bytes(pam, (ET.tostring(root, encoding="unicode") + "\n").encode("utf-8"))
+    atomic_write_bytes(pam, (ET.tostring(root, encoding="unicode") + "\n").encode("utf-8"))
 
 
 def _read_pam_category_names(raster: PathLike, band: int = 1) -> Optional[List[str]]:
@@ -276,19 +305,19 @@ def apply_class_metadata(target, scheme: ClassScheme, band: int = 1) -> None:
     cmap = colormap(scheme)
     if not isinstance(target, (str, os.PathLike)):  # an open rasterio dataset
         if getattr(target, "mode", "r") not in ("w", "w+", "r+") or not hasattr(target, "write_colormap"):
-            raise OptsarError(f"Raster '{target.name}' is open read-only; cannot write its colour table.")
+            raise InputError(f"Raster '{target.name}' is open read-only; cannot write its colour table.")
         target.write_colormap(band, cmap)
         _write_pam_category_names(target.name, names, band)
         return
     path = Path(target)
     if not path.is_file():
-        raise OptsarError(f"Raster '{path}' does not exist.")
+        raise InputError(f"Raster '{path}' does not exist.")
     gdal = _gdal()
     if gdal is not None:
         try:
             ds = gdal.Open(str(path), gdal.GA_Update)
         except RuntimeError as exc:
-            raise OptsarError(f"Cannot open raster '{path}' for update: {exc}") from None
+            raise InputError(f"Cannot open raster '{path}' for update: {exc}") from None
         try:
             b = ds.GetRasterBand(band)
             table = gdal.ColorTable()
@@ -298,7 +327,7 @@ def apply_class_metadata(target, scheme: ClassScheme, band: int = 1) -> None:
             b.SetCategoryNames(names)
             ds.FlushCache()
         except RuntimeError as exc:
-            raise OptsarError(f"Cannot write the colour table / class names of '{path}': {exc}") from None
+            raise InputError(f"Cannot write the colour table / class names of '{path}': {exc}") from None
         finally:
             b = None
             ds = None
@@ -309,7 +338,7 @@ def apply_class_metadata(target, scheme: ClassScheme, band: int = 1) -> None:
         with rasterio.open(path, "r+") as ds:
             ds.write_colormap(band, cmap)
     except rasterio.errors.RasterioError as exc:
-        raise OptsarError(f"Cannot write the colour table of '{path}': {exc}") from None
+        raise InputError(f"Cannot write the colour table of '{path}': {exc}") from None
     _write_pam_category_names(path, names, band)
 
 
@@ -319,7 +348,7 @@ def _raster_category_names_and_colours(path: Path, band: int):
         try:
             ds = gdal.Open(str(path))
         except RuntimeError as exc:
-            raise OptsarError(f"Cannot open raster '{path}': {exc}") from None
+            raise InputError(f"Cannot open raster '{path}': {exc}") from None
         b = ds.GetRasterBand(band)
         # GDAL 3.6's GeoTIFF driver loads the PAM side-car lazily and GetCategoryNames()
         # does not trigger the load (it returns None on a fresh handle); GetMetadata() does.
@@ -341,7 +370,7 @@ def _raster_category_names_and_colours(path: Path, band: int):
             except ValueError:  # no colour table
                 colours = {}
     except rasterio.errors.RasterioError as exc:
-        raise OptsarError(f"Cannot open raster '{path}': {exc}") from None
+        raise InputError(f"Cannot open raster '{path}': {exc}") from None
     return _read_pam_category_names(path, band), colours
 
 
@@ -353,7 +382,7 @@ def read_raster_classes(path: PathLike, band: int = 1) -> Optional[ClassScheme]:
     """
     p = Path(path)
     if not p.is_file():
-        raise OptsarError(f"Raster '{p}' does not exist.")
+        raise InputError(f"Raster '{p}' does not exist.")
     names, colours = _raster_category_names_and_colours(p, band)
     if not names:
         return None

@@ -25,8 +25,10 @@ A run ends with exactly one ``result`` or ``error`` event, then the process exit
 :data:`EXIT_OK`, :data:`EXIT_ERROR`, :data:`EXIT_BAD_JOB` or :data:`EXIT_CANCELLED`.
 stderr is the worker's log (tracebacks of unexpected errors go there).  SIGTERM cancels
 the job: the engine's ``feedback.is_canceled()`` turns true at once and, if the job has
-not stopped :data:`CANCEL_GRACE_S` later, :class:`~optsar_plugin.errors.Cancelled` is
-raised in it, so the engine's own clean-up removes its temporary files either way.  The
+not stopped :data:`CANCEL_GRACE_S` later, :class:`~optsar_plugin.errors.Terminated` (a
+``Cancelled``) is raised in it, so the engine's own clean-up (``fileio.OutputSet``) removes
+its temporary files either way.  (This replaces the CLI's ``terminate_on_sigterm``, which
+raises at once: a job that polls ``is_canceled()`` stops at a point of its choosing.)  The
 worker also cancels itself when its parent process disappears.
 
 ``OPTSAR_WORKER_TEST_CRASH=MODE[@start|@progress]`` (tests only) makes the worker die on
@@ -65,14 +67,8 @@ REGISTRY: Dict[str, tuple] = {
     "sample_scene": ("optsar_plugin.sample_scene", "make_sample_scene"),
 }
 
-# Engine exception class name -> error kind, most specific first.  An exception may also
-# carry its own ``kind`` attribute.
-ERROR_KINDS = (
-    ("Cancelled", "cancelled"),
-    ("MissingDependencyError", "dependency"),
-    ("CheckpointError", "checkpoint"),
-    ("OptsarError", "input"),
-)
+# The error kinds of the protocol: an engine error's own ``kind`` (optsar_plugin.errors), else
+# "input" for any other OptsarError, "internal" for anything else (a bug: traceback in the log).
 KINDS = {"input", "checkpoint", "dependency", "cancelled", "internal"}
 
 
@@ -104,16 +100,12 @@ def to_json(value: Any) -> Any:
 
 
 def error_kind(exc: BaseException) -> str:
-    own = getattr(exc, "kind", None)
-    if own in KINDS:
-        return own
-    from . import errors
+    from .errors import OptsarError
 
-    for class_name, kind in ERROR_KINDS:
-        cls = getattr(errors, class_name, None)
-        if cls is not None and isinstance(exc, cls):
-            return kind
-    return "internal"
+    if not isinstance(exc, OptsarError):
+        return "internal"
+    own = getattr(exc, "kind", None)
+    return own if own in KINDS else "input"
 
 
 def one_line(text: str) -> str:
@@ -219,9 +211,9 @@ class Canceller:
     def _on_alarm(self, signum, frame):
         if not self._raised:  # once: the engine's clean-up after it must not be interrupted
             self._raised = True
-            from .errors import Cancelled
+            from .errors import Terminated
 
-            raise Cancelled("Cancelled (the worker was asked to stop).")
+            raise Terminated("Stopped by SIGTERM; no output was written.")
 
     def disarm(self) -> None:
         self._raised = True

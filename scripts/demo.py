@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.qgis_process import QGIS_PROCESS, qgis_env  # noqa: E402
+from scripts.qgis_process import QGIS_PROCESS, qgis_env  # noqa: E402
 
 # Short CPU schedules: (epochs, steps per epoch, tile) per network, sized so the whole demo
 # stays well inside 15 minutes on a 2-core machine.

@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "optsar_fusion"
 # Development-only paths that never go into the zip.
-EXCLUDE_TOP = {"tests", ".ci", "scripts", "Makefile", "requirements-dev.txt", "pytest.ini", "ruff.toml", ".gitignore", "docs"}
+EXCLUDE_TOP = {"tests", ".ci", "scripts", "Makefile", "requirements-dev.txt", "pytest.ini", "ruff.toml", ".gitignore", "docs",
+               "pyproject.toml"}  # the engine's own pip packaging is not part of the QGIS plugin
 # qgis-plugin-ci insists on these keys (plugins.qgis.org needs them to publish).  This plugin is not
 # published and has no website, so metadata.txt has none: the staged copy gets stand-ins, which are
 # stripped from the zip's metadata.txt again (the shipped metadata names no placeholder address).

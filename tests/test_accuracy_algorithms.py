@@ -7,16 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_accuracy_assess import rect, write_map, write_vector
+from tests.helpers import rect, three_class_map, write_vector
 
 
 @pytest.fixture
 def scene(tmp_path):
-    arr = np.zeros((40, 60), dtype="uint8")
-    arr[:, 20:40] = 1
-    arr[:, 40:] = 2
-    arr[:5, :5] = 255
-    mp = write_map(tmp_path / "map.tif", arr)
+    arr, mp = three_class_map(tmp_path)
     feats = [(rect(0, 10, 25, 20), 0), (rect(25, 10, 45, 20), 1), (rect(45, 10, 60, 20), 2)]
     return tmp_path, arr, mp, feats
 
@@ -138,7 +134,7 @@ def test_algorithms_are_documented(processing_provider):
 
 
 def test_assessaccuracy_through_qgis_process_json(scene):
-    from tests.qgis_process import run_algorithm_json
+    from tests.helpers import run_algorithm_json
 
     tmp, arr, mp, feats = scene
     ref = write_vector(tmp / "ref.gpkg", feats)

@@ -13,52 +13,7 @@ import pytest
 from optsar_plugin.accuracy.assess import assess_accuracy
 from optsar_plugin.accuracy.report import read_csv_sections
 from optsar_plugin.errors import Cancelled, OptsarError
-
-X0, Y0, PX = 500_000.0, 5_000_000.0, 10.0
-EPSG = 32633
-
-
-def write_map(path, arr, nodata=255, epsg=EPSG, px=PX, dtype=None):
-    import rasterio
-    from rasterio.transform import from_origin
-
-    arr = np.asarray(arr)
-    with rasterio.open(
-        path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
-        dtype=dtype or arr.dtype, crs=f"EPSG:{epsg}", transform=from_origin(X0, Y0, px, px), nodata=nodata,
-    ) as ds:
-        ds.write(arr.astype(dtype or arr.dtype), 1)
-    return str(path)
-
-
-def write_vector(path, features, epsg=EPSG, field_type="int", field="cls", layer="ref"):
-    """features: [(wkt, value)]; value None leaves the field null."""
-    from osgeo import ogr, osr
-
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    lyr = ds.CreateLayer(layer, srs, ogr.wkbUnknown)
-    lyr.CreateField(ogr.FieldDefn(field, {"int": ogr.OFTInteger, "str": ogr.OFTString, "real": ogr.OFTReal}[field_type]))
-    for wkt, value in features:
-        f = ogr.Feature(lyr.GetLayerDefn())
-        if value is not None:
-            f.SetField(field, value)
-        f.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
-        lyr.CreateFeature(f)
-    ds = None
-    return str(path)
-
-
-def rect(c0, r0, c1, r1):
-    """A rectangle on pixel edges: columns c0..c1, rows r0..r1 (exclusive ends)."""
-    x0, x1 = X0 + c0 * PX, X0 + c1 * PX
-    y0, y1 = Y0 - r0 * PX, Y0 - r1 * PX
-    return f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
-
-
-def centre(c, r):
-    return f"POINT({X0 + (c + 0.5) * PX} {Y0 - (r + 0.5) * PX})"
+from tests.helpers import EPSG, PX, X0, Y0, centre, rect, three_class_map, write_map, write_vector
 
 
 def strict():
@@ -127,7 +82,7 @@ def test_random_map_and_polygons_match_sklearn(tmp_path, seed, all_touched):
     use = (ref >= 0) & (arr != 255)
     labels = list(range(k))
     expected = metrics.confusion_matrix(ref[use], arr[use], labels=labels).T
-    assert [c["code"] for c in res.classes] == labels
+    assert res.classes.codes == labels
     np.testing.assert_array_equal(res.matrix, expected)
     ex = res.metrics["exclusions"]
     assert ex["conflict_pixels"] == n_conflict
@@ -156,18 +111,14 @@ def test_random_map_and_polygons_match_sklearn(tmp_path, seed, all_touched):
 @pytest.fixture
 def scene(tmp_path):
     """A 40 x 60 map: class 0 left, 1 middle, 2 right; a nodata block at the top-left corner."""
-    arr = np.zeros((40, 60), dtype="uint8")
-    arr[:, 20:40] = 1
-    arr[:, 40:] = 2
-    arr[:5, :5] = 255
-    return tmp_path, arr, write_map(tmp_path / "map.tif", arr)
+    return (tmp_path, *three_class_map(tmp_path))
 
 
 def test_class_zero_is_a_class_and_nodata_is_excluded(scene):
     tmp, arr, mp = scene
     ref = write_vector(tmp / "r.gpkg", [(rect(0, 0, 10, 10), 0), (rect(22, 0, 30, 10), 1)])
     res = assess_accuracy(mp, ref, "cls")
-    codes = [c["code"] for c in res.classes]
+    codes = res.classes.codes
     assert codes == [0, 1, 2]
     # the 10 x 10 polygon of class 0 covers 25 nodata pixels: 75 counted
     assert res.matrix[0, 0] == 75
@@ -275,7 +226,7 @@ def test_missing_classes_give_na_everywhere(scene):
             mp, write_vector(tmp / "r.gpkg", feats), "cls",
             output_metrics=tmp / "m.json", output_matrix=tmp / "m.csv", output_report=tmp / "r.html",
         )
-    codes = [c["code"] for c in res.classes]
+    codes = res.classes.codes
     assert codes == [0, 1, 2, 7]
     pc = {row["code"]: row for row in res.metrics["per_class"]}
     assert pc[2]["producers_accuracy"] is None and pc[2]["users_accuracy"] is None
@@ -296,7 +247,7 @@ def test_ignore_values_leave_map_and_reference(scene):
     tmp, arr, mp = scene
     feats = [(rect(10, 10, 30, 20), 0), (rect(40, 10, 50, 20), 2)]
     res = assess_accuracy(mp, write_vector(tmp / "r.gpkg", feats), "cls", ignore_values="1")
-    assert [c["code"] for c in res.classes] == [0, 2]
+    assert res.classes.codes == [0, 2]
     # the first rectangle spans 10 px of class 0 and 10 px of class 1 per row: the class-1 half is ignored
     np.testing.assert_array_equal(res.matrix, [[100, 0], [0, 100]])
     assert res.metrics["exclusions"]["ignored_pixels"] == 100
@@ -319,7 +270,7 @@ def test_names_match_the_qml_classes_and_codes_give_the_same_matrix(scene):
     names = ["water", "TREE_COVER", "Built-up"]
     by_name = assess_accuracy(mp, write_vector(tmp / "n.gpkg", list(zip(geoms, names)), field_type="str"), "cls")
     np.testing.assert_array_equal(by_name.matrix, by_code.matrix)
-    assert [c["name"] for c in by_name.classes] == ["Water", "Tree cover", "built_up"]
+    assert by_name.classes.names == ["Water", "Tree cover", "built_up"]
     assert "style" in by_name.metrics["inputs"]["class_source"]
     # codes written as text also work
     as_text = assess_accuracy(mp, write_vector(tmp / "t.gpkg", list(zip(geoms, ["0", "1", "2"])), field_type="str"), "cls")
@@ -346,13 +297,18 @@ def test_names_without_any_class_list_is_a_clear_error(scene):
 
 
 def test_checkpoint_names_the_classes(scene, monkeypatch):
-    """Class names from a checkpoint's metadata (read_metadata is the checkpoint module's reader)."""
+    """Class names from a checkpoint's metadata (load_metadata is the checkpoint module's reader)."""
+    import types
+
     import optsar_plugin.checkpoints as ck
+    from optsar_plugin.classes import ClassScheme
 
     tmp, arr, mp = scene
-    meta = {"classes": [{"code": 0, "name": "water", "color": "#0000FF"}, {"code": 1, "name": "crops", "color": "#FFFF00"},
-                        {"code": 2, "name": "bare", "color": "#AAAAAA"}]}
-    monkeypatch.setattr(ck, "read_metadata", lambda path: meta if str(path).endswith("m.safetensors") else {})
+    classes = ClassScheme.from_list([{"code": 0, "name": "water", "color": "#0000FF"},
+                                     {"code": 1, "name": "crops", "color": "#FFFF00"},
+                                     {"code": 2, "name": "bare", "color": "#AAAAAA"}])
+    meta = types.SimpleNamespace(classes=classes)
+    monkeypatch.setattr(ck, "load_metadata", lambda path: meta if str(path).endswith("m.safetensors") else None)
     res = assess_accuracy(mp, write_vector(tmp / "n.gpkg", [(rect(40, 10, 50, 20), "Bare")], field_type="str"), "cls",
                           checkpoint=str(tmp / "m.safetensors"))
     assert res.matrix[2, 2] == 100
@@ -386,7 +342,7 @@ def test_float_and_int16_maps(tmp_path):
     np.testing.assert_array_equal(res.matrix, [[0, 50], [0, 50]])
     mp16 = write_map(tmp_path / "i.tif", arr.astype("int16") - 1, nodata=-9999, dtype="int16")
     res16 = assess_accuracy(mp16, ref, "cls")  # codes -1 and 2
-    assert [c["code"] for c in res16.classes] == [-1, 2, 3]
+    assert res16.classes.codes == [-1, 2, 3]
     arr[0, 0] = 0.5
     with pytest.raises(OptsarError, match="non-integer"):
         assess_accuracy(write_map(tmp_path / "g.tif", arr, nodata=-1), ref, "cls")
@@ -489,3 +445,25 @@ def test_module_has_no_qgis_import():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(n.split(".")[0] in ("qgis", "torch", "PyQt5", "PyQt6") for n in names), path
+
+
+def test_report_says_loudly_what_goes_wrong_and_its_heatmap_is_legible(scene):
+    """A reference class the map never shows, and PA or UA below 0.5, are alerts at the top of the report."""
+    import re
+
+    tmp, arr, mp = scene
+    out = tmp / "out"
+    feats = [(rect(0, 0, 10, 10), 0), (rect(20, 0, 30, 10), 1), (rect(20, 20, 30, 30), 7)]
+    res = assess_accuracy(mp, write_vector(tmp / "r.gpkg", feats), "cls", output_report=out / "r.html",
+                          output_metrics=out / "m.json")
+    assert any("'class 7' (7) is in the reference (100 pixels) but never mapped" in a for a in res.alerts)
+    assert all("\n" not in a for a in res.alerts)
+    assert json.loads((out / "m.json").read_text())["alerts"] == res.alerts
+    page = (out / "r.html").read_text()
+    assert page.index("Attention") < page.index("<h2>Inputs</h2>")
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    sizes = [int(v) for v in re.findall(r'font-size="(\d+)"', svg)]
+    assert sizes and min(sizes) >= 12
+    assert "reference →" in svg and "map ↓" in svg
+    good = assess_accuracy(mp, write_vector(tmp / "g.gpkg", [(rect(0, 0, 10, 10), 0)]), "cls")
+    assert good.alerts == []

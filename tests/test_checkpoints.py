@@ -18,7 +18,8 @@ from torch import nn  # noqa: E402
 
 from optsar_plugin import checkpoints as ck  # noqa: E402
 from optsar_plugin import models  # noqa: E402
-from optsar_plugin.errors import OptsarError  # noqa: E402
+from optsar_plugin.errors import CheckpointError, InputError, OptsarError  # noqa: E402
+from tests.helpers import model_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,8 +144,7 @@ def tiny_ckpt(tmp_path, tiny_registry):
 
 
 def _inputs(optical=4, sar=2, size=64):
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(1, optical, size, size, generator=g), torch.randn(1, sar, size, size, generator=g)
+    return model_inputs(optical, sar, size)
 
 
 # -- the three networks ---------------------------------------------------------------------
@@ -240,9 +240,9 @@ def test_model_name_from_metadata_attribute_or_module(tmp_path, tiny_registry):
 
 def test_save_checks_counts_and_json(tmp_path, tiny_registry):
     m = _trained_tiny()
-    with pytest.raises(OptsarError, match="4 classes but the model predicts 5"):
+    with pytest.raises(CheckpointError, match=r"field 'classes' must list 5 class\(es\), one per model output"):
         ck.save_checkpoint(tmp_path / "x.safetensors", m, _metadata(classes=CLASSES[:4]))
-    with pytest.raises(OptsarError, match="3 optical band name"):
+    with pytest.raises(CheckpointError, match=r"field 'bands.optical' must list 4 band name\(s\)"):
         ck.save_checkpoint(tmp_path / "x.safetensors", m, _metadata(optical=3))
     bad = _metadata()
     bad["training"]["data"] = {object()}
@@ -386,17 +386,93 @@ def test_checkpoint_saved_on_cuda_loads_on_cpu(tmp_path, tiny_registry):
 def test_check_compatible(tiny_ckpt):
     meta = ck.read_metadata(tiny_ckpt)
     assert ck.check_compatible(meta, model_name="tiny", optical_bands=["b1", "B2", "B3", "B4"], sar_bands=2) == []
-    with pytest.raises(OptsarError) as err:
+    with pytest.raises(InputError) as err:
         ck.check_compatible(meta, optical_bands=3, sar_bands=["VV"], path=tiny_ckpt)
     msg = str(err.value)
-    assert str(tiny_ckpt) in msg
-    assert "expects 4 optical band(s) ['B1', 'B2', 'B3', 'B4'], got 3" in msg
-    assert "expects 2 SAR band(s) ['VV', 'VH'], got 1 ['VV']" in msg
-    with pytest.raises(OptsarError, match="it is a 'tiny' model, not 'mosfnet'"):
+    assert str(tiny_ckpt) in msg and "\n" not in msg
+    assert "trained on 4 optical band(s) in this order: B1, B2, B3, B4; 3 band(s) were chosen" in msg
+    assert "trained on 2 SAR band(s) in this order: VV, VH; 1 band(s) were chosen" in msg
+    with pytest.raises(InputError, match="holds a tiny network, but model is mosfnet"):
         ck.check_compatible(meta, model_name="mosfnet")
-    with pytest.raises(OptsarError, match=r"SAR bands in the order \['VV', 'VH'\], got \['VH', 'VV'\]"):
+    with pytest.raises(InputError, match=r"expects the SAR bands in the order VV, VH; the bands chosen are VH, VV"):
         ck.check_compatible(meta, sar_bands=["VH", "VV"])
     warnings = ck.check_compatible(meta, sar_bands=["HH", "HV"])
     assert len(warnings) == 1 and "HH" in warnings[0]
-    with pytest.raises(OptsarError, match="order"):
+    with pytest.raises(InputError, match="order"):
         ck.check_compatible(meta, sar_bands=["HH", "HV"], strict_names=True)
+
+
+def test_check_fit_names_the_parameters_and_checks_the_tile(tiny_ckpt):
+    """The one validator: the algorithms pass their parameter names, the tile defaults to the checkpoint's."""
+    from optsar_plugin.metadata import BandChoice, check_fit
+
+    meta = ck.load_metadata(tiny_ckpt)
+    labels = {"model": "MODEL", "optical_bands": "OPTICAL_BANDS", "sar_bands": "SAR_BANDS"}
+    with pytest.raises(InputError, match=r"2 band\(s\) of 'opt.tif' were chosen \(3, 1\)\. Set OPTICAL_BANDS"):
+        check_fit(meta, optical=BandChoice.of([3, 1], source="opt.tif"), labels=labels)
+    with pytest.raises(InputError, match="but MODEL is mosfnet"):
+        check_fit(meta, model="mosfnet", labels=labels)
+    assert check_fit(meta, optical=BandChoice.of([1, 2, 3, 4], ["B1", "B2", "B3", None])) == []  # names incomplete
+    with pytest.raises(InputError, match="Tile size 100"):
+        check_fit(meta, tile_size=100)
+    with pytest.raises(InputError, match="less than half"):
+        check_fit(meta, tile_size=64, overlap=32)
+    assert meta.default_tile() == 64
+
+
+# -- the metadata schema ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change,field", [
+    (lambda m: m.update(extra_field=1), "extra_field"),
+    (lambda m: m.pop("classes"), "classes"),
+    (lambda m: m["classes"].__setitem__(1, "trees"), r"classes\[1\]"),
+    (lambda m: m["classes"][2].update(color="green"), r"classes\[2\]\.color"),
+    (lambda m: m["classes"][2].update(code=255), r"classes\[2\]\.code"),
+    (lambda m: m["classes"][0].pop("name"), r"classes\[0\]\.name"),
+    (lambda m: m.update(normalisation="zscore"), "normalisation"),
+    (lambda m: m["normalisation"]["optical"].update(method="minmax"), r"normalisation\.optical\.method"),
+    (lambda m: m["normalisation"]["sar"]["scale"].__setitem__(0, 0.0), r"normalisation\.sar\.scale\[0\]"),
+    (lambda m: m["normalisation"]["optical"].update(center=[0.1]), r"normalisation\.optical\.center"),
+    (lambda m: m.update(bands=4), "bands"),
+    (lambda m: m["bands"].update(optical=["B1"]), r"bands\.optical"),
+    (lambda m: m["model"]["config"].update(num_classes="5"), r"model\.config\.num_classes"),
+    (lambda m: m.update(tile_size=-3), "tile_size"),
+    (lambda m: m.update(content_hash="xyz"), "content_hash"),
+    (lambda m: m.update(nodata={"output": 0}), "nodata"),
+    (lambda m: m.update(format_version="1"), "format_version"),
+])
+def test_metadata_outside_the_schema_is_refused_naming_the_field(tiny_ckpt, tmp_path, change, field):
+    bad = _rewrite_metadata(tiny_ckpt, tmp_path / "bad.safetensors", change)
+    with pytest.raises(CheckpointError, match=rf"'{bad}' metadata field '{field}'") as err:
+        ck.read_metadata(bad)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("where", ["header", "metadata"])
+def test_deeply_nested_json_is_one_clear_line(tiny_ckpt, tmp_path, where):
+    """JSON nested 100 000 levels deep must not raise RecursionError (it aborted qgis_process)."""
+    bomb = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / f"{where}.safetensors"
+    if where == "metadata":
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"optsar": bomb})
+    else:
+        header = ('{"__metadata__": {"optsar": "{}"}, "x": ' + bomb + "}").encode()
+        path.write_bytes(len(header).to_bytes(8, "little") + header)
+    for fn in (ck.read_metadata, ck.verify_hash, ck.load_checkpoint):
+        with pytest.raises(CheckpointError, match=rf"'{path}' is corrupted: its (header|OptSAR metadata) is nested"):
+            fn(path)
+    moderate = tmp_path / "deep.safetensors"
+    _rewrite_metadata(tiny_ckpt, moderate, lambda m: m.update(training={"a": json.loads("[" * 40 + "]" * 40)}))
+    with pytest.raises(CheckpointError, match="nested more than 32 levels"):
+        ck.read_metadata(moderate)
+
+
+def test_metadata_object_round_trips(tiny_ckpt):
+    meta = ck.load_metadata(tiny_ckpt)
+    assert meta.model == "tiny" and meta.optical_bands == ("B1", "B2", "B3", "B4") and meta.num_classes == 5
+    assert meta.classes.codes == [0, 1, 2, 4, 6] and meta.normalisation["sar"]["to_db"] is True
+    assert ck.CheckpointMetadata.from_dict(meta.to_dict(), "x") == meta
+    assert meta.to_dict() == ck.read_metadata(tiny_ckpt)

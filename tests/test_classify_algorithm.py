@@ -9,9 +9,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.qgis_process import run_algorithm_json, run_qgis_process
+from tests.helpers import random_checkpoint, run_algorithm_json, run_qgis_process, write_raster
 
-TINY = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
 CLASSES = [
     {"code": 0, "name": "water", "color": "#419BDF"},
     {"code": 4, "name": "crops", "color": "#E49635"},
@@ -22,33 +21,14 @@ CLASSES = [
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Sample scene (UTM optical 10 bands, EPSG:4326 SAR, cloud mask) and a tiny CloudLULC-Net checkpoint."""
-    import torch
-
-    from optsar_plugin.checkpoints import save_checkpoint
-    from optsar_plugin.models import build_model
-    from optsar_plugin.normalisation import compute_stats
     from optsar_plugin.sample_scene import make_sample_scene
 
     folder = tmp_path_factory.mktemp("classify_alg")
     paths = make_sample_scene(folder / "scene", size=128, seed=4)
+    ck = random_checkpoint(paths, folder / "tiny.safetensors", CLASSES)
     with rasterio.open(paths["optical"]) as ds:
-        opt = ds.read().reshape(ds.count, -1)
-        names = [d or f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
-    with rasterio.open(paths["sar"]) as ds:
-        sar = ds.read().reshape(ds.count, -1)
-    torch.manual_seed(0)
-    model = build_model("cloudlulc_net", optical_bands=opt.shape[0], sar_bands=sar.shape[0], num_classes=3, **TINY)
-    meta = {
-        "model": {"name": "cloudlulc_net", "config": model.config},
-        "bands": {"optical": names, "sar": ["VV", "VH"]},
-        "normalisation": {"optical": compute_stats(opt[:, ::5], "optical", valid=opt[0, ::5] > 0),
-                          "sar": compute_stats(sar[:, ::5], "sar", valid=np.isfinite(sar[0, ::5]))},
-        "classes": CLASSES,
-        "tile_size": 64,
-    }
-    ck = folder / "tiny.safetensors"
-    save_checkpoint(ck, model, meta)
-    return {**paths, "checkpoint": str(ck), "folder": folder, "n_optical": opt.shape[0]}
+        n_optical = ds.count
+    return {**paths, "checkpoint": str(ck), "folder": folder, "n_optical": n_optical}
 
 
 def params(data, out, **extra):
@@ -113,25 +93,34 @@ def test_band_selection_and_extent(processing_provider, data, tmp_path):
         assert ds.transform.c == pytest.approx(b.left + 20 * res_x)
 
 
-def test_style_post_processor_is_set_and_applies_the_classes(processing_provider, data, tmp_path):
+def run_loading(parameters, *to_load):
+    """Run optsar:classify as the Toolbox does, with the outputs named in ``to_load`` loaded on completion."""
     from qgis.core import (
         QgsApplication,
         QgsProcessingContext,
         QgsProcessingFeedback,
         QgsProcessingOutputLayerDefinition,
         QgsProject,
-        QgsRasterLayer,
     )
 
-    out = tmp_path / "styled.tif"
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
-    feedback = QgsProcessingFeedback()
-    p = params(data, out)
-    p["OUTPUT"] = QgsProcessingOutputLayerDefinition(str(out), QgsProject.instance())
+    p = dict(parameters)
+    for name in to_load:
+        p[name] = QgsProcessingOutputLayerDefinition(str(p[name]), QgsProject.instance())
     alg = QgsApplication.processingRegistry().createAlgorithmById("optsar:classify")
-    results, ok = alg.run(p, context, feedback)
-    assert ok and results["OUTPUT"] == str(out)
+    results, ok = alg.run(p, context, QgsProcessingFeedback())
+    assert ok
+    return results, context
+
+
+def test_style_post_processor_is_set_and_applies_the_classes(processing_provider, data, tmp_path):
+    from qgis.core import QgsProcessingFeedback, QgsRasterLayer
+
+    out = tmp_path / "styled.tif"
+    feedback = QgsProcessingFeedback()
+    results, context = run_loading(params(data, out), "OUTPUT")
+    assert results["OUTPUT"] == str(out)
     assert context.willLoadLayerOnCompletion(str(out))
     processor = context.layerToLoadOnCompletionDetails(str(out)).postProcessor()
     assert processor is not None
@@ -141,6 +130,22 @@ def test_style_post_processor_is_set_and_applies_the_classes(processing_provider
     processor.postProcessLayer(layer, context, feedback)
     assert layer.renderer().type() == "paletted"
     assert [(int(c.value), c.label) for c in layer.renderer().classes()] == [(0, "water"), (4, "crops"), (6, "built")]
+
+
+def test_confidence_opens_styled_as_a_0_1_colour_ramp(processing_provider, data, tmp_path):
+    from qgis.core import QgsProcessingFeedback, QgsRasterLayer
+
+    conf = tmp_path / "conf.tif"
+    _, context = run_loading(params(data, tmp_path / "lc.tif", OUTPUT_CONFIDENCE=conf), "OUTPUT_CONFIDENCE")
+    assert (tmp_path / "conf.qml").is_file()
+    processor = context.layerToLoadOnCompletionDetails(str(conf)).postProcessor()
+    layer = QgsRasterLayer(str(conf), "confidence")
+    processor.postProcessLayer(layer, context, QgsProcessingFeedback())
+    renderer = layer.renderer()
+    assert renderer.type() == "singlebandpseudocolor"
+    assert (renderer.classificationMin(), renderer.classificationMax()) == (0.0, 1.0)
+    items = renderer.shader().rasterShaderFunction().colorRampItemList()
+    assert [i.value for i in items][0] == 0.0 and [i.value for i in items][-1] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -164,14 +169,6 @@ def test_check_parameter_values_rejects_early(processing_provider, data, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
-def _raster(path, data, crs="EPSG:32633", transform=None, nodata=None):
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype, crs=crs, transform=transform or from_origin(500000, 4000000, 10, 10),
-                       nodata=nodata) as ds:
-        ds.write(data)
-    return str(path)
-
-
 def test_bad_inputs_are_clear_errors_without_output(processing_provider, data, tmp_path):
     from qgis.core import QgsProcessingException
 
@@ -180,13 +177,13 @@ def test_bad_inputs_are_clear_errors_without_output(processing_provider, data, t
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     n = data["n_optical"]
-    far_sar = _raster(inputs / "far_sar.tif", np.ones((2, 64, 64), np.float32), transform=from_origin(900000, 100000, 10, 10))
+    far_sar = write_raster(inputs / "far_sar.tif", np.ones((2, 64, 64), np.float32), transform=from_origin(900000, 100000, 10, 10))
     with pytest.raises(QgsProcessingException, match="does not overlap"):
         run(params(data, out_dir / "a.tif", SAR=far_sar))
-    nocrs = _raster(inputs / "nocrs.tif", np.ones((2, 64, 64), np.float32), crs=None)
+    nocrs = write_raster(inputs / "nocrs.tif", np.ones((2, 64, 64), np.float32), crs=None)
     with pytest.raises(QgsProcessingException, match="no coordinate reference system"):
         run(params(data, out_dir / "a.tif", SAR=nocrs))
-    empty = _raster(inputs / "empty.tif", np.zeros((n, 64, 64), np.uint16), transform=from_origin(*_origin(data), 10, 10),
+    empty = write_raster(inputs / "empty.tif", np.zeros((n, 64, 64), np.uint16), transform=from_origin(*_origin(data), 10, 10),
                     nodata=0)
     with pytest.raises(QgsProcessingException, match="No valid pixel"):
         run(params(data, out_dir / "a.tif", OPTICAL=empty))
@@ -203,6 +200,20 @@ def test_bad_inputs_are_clear_errors_without_output(processing_provider, data, t
 def _origin(data):
     with rasterio.open(data["optical"]) as ds:
         return ds.transform.c, ds.transform.f
+
+
+def test_a_crafted_checkpoint_is_one_line_not_a_crash(data, tmp_path):
+    """JSON nested 100 000 levels deep in a checkpoint's metadata aborted qgis_process (RecursionError)."""
+    import torch
+    from safetensors.torch import save_file
+
+    bomb = tmp_path / "bomb.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bomb), metadata={"optsar": "[" * 100_000 + "]" * 100_000})
+    proc = run_qgis_process(["run", "optsar:classify", "--", *[f"{k}={v}" for k, v in params(
+        data, tmp_path / "out.tif", CHECKPOINT=bomb).items()]], check=False)
+    assert proc.returncode == 1, proc.returncode  # an algorithm error, not a signal
+    assert "nested too deeply" in proc.stdout + proc.stderr and "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "out.tif").exists()
 
 
 def test_qgis_process_runs_the_algorithm(data, tmp_path):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.qgis_process import run_qgis_process
+from tests.helpers import run_qgis_process, train_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "resources" / "models"
@@ -26,15 +24,7 @@ def scene(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(scene, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "cloudlulc.safetensors"
-    proc = subprocess.run(
-        [sys.executable, "-m", "optsar_plugin", "-q", "train", "--optical", scene["optical"], "--sar", scene["sar"],
-         "--reference", scene["reference_train"], "--class-field", "class_name", "--model", "cloudlulc_net",
-         "--epochs", "1", "--tile-size", "64", "--seed", "1", "--device", "cpu", "--output", str(path)],
-        cwd=ROOT, capture_output=True, text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return path
+    return train_tiny_checkpoint(scene, tmp_path_factory.mktemp("ckpt") / "cloudlulc.safetensors")
 
 
 def run_model(model_file, params):

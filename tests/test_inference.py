@@ -23,12 +23,12 @@ from rasterio.warp import transform_bounds
 from optsar_plugin import inference
 from optsar_plugin.classes import NODATA
 from optsar_plugin.errors import Cancelled, OptsarError
-from optsar_plugin.inference import StreamingBlender, blend_weights, run_inference
+from optsar_plugin.inference import StreamingBlender, blend_weights, run_inference, windows
 from optsar_plugin.progress import NullFeedback
+from tests.helpers import RES, UTM, X0, Y0
+from tests.helpers import write_raster as write
 
 ROOT = Path(__file__).resolve().parent.parent
-UTM = "EPSG:32633"
-X0, Y0, RES = 500000.0, 4000000.0, 10.0
 CLASSES = [
     {"code": 0, "name": "water", "color": "#419BDF"},
     {"code": 4, "name": "crops", "color": "#E49635"},
@@ -39,7 +39,7 @@ CLASSES = [
 def metadata(optical=("B2", "B3", "B4"), sar=("VV", "VH"), model="mosfnet"):
     return {
         "format_version": 1,
-        "model": {"name": model, "config": {}},
+        "model": {"name": model, "config": {"optical_bands": len(optical), "sar_bands": len(sar), "num_classes": 3}},
         "bands": {"optical": list(optical), "sar": list(sar)},
         "normalisation": {
             "optical": {"center": [1000.0] * len(optical), "scale": [500.0] * len(optical), "to_db": False},
@@ -50,18 +50,6 @@ def metadata(optical=("B2", "B3", "B4"), sar=("VV", "VH"), model="mosfnet"):
         "created": "2024-05-01T00:00:00+00:00",
         "tile_size": 512,
     }
-
-
-def write(path, data, crs=UTM, transform=None, nodata=None, tiled=False):
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-        dtype=data.dtype, crs=crs, transform=transform or from_origin(X0, Y0, RES, RES), nodata=nodata, tiled=tiled,
-    ) as ds:
-        ds.write(data)
-    return str(path)
 
 
 def scene(tmp_path, h=150, w=170, seed=0):
@@ -198,7 +186,7 @@ def test_outputs_have_codes_colour_table_names_tags_and_style(tmp_path):
     res = run_inference(o, s, out, metadata(), linear_predictor, tile_size=64, overlap=16, batch_size=3,
                         output_confidence=tmp_path / "out" / "conf.tif",
                         output_probabilities=tmp_path / "out" / "probs.tif", checkpoint_name="model.safetensors")
-    assert files(out.parent) == ["classes.qml", "classes.tif", "classes.tif.aux.xml", "conf.tif", "probs.tif"]
+    assert files(out.parent) == ["classes.qml", "classes.tif", "classes.tif.aux.xml", "conf.qml", "conf.tif", "probs.tif"]
     assert res["output"] == str(out) and res["qml"] == str(out.parent / "classes.qml")
     assert (out.parent / "classes.qml").stat().st_mode == out.stat().st_mode  # as readable as the raster
     with rasterio.open(out) as ds:
@@ -235,7 +223,7 @@ def test_every_output_tile_is_written_once(tmp_path, monkeypatch):
     """Compressed tiles rewritten after a partial write would leave dead space: the files are as
     small as a one-shot copy of the same pixels with the same creation options.  (A tiny GDAL
     cache makes GDAL flush any partially written tile at once, as on a large scene.)"""
-    monkeypatch.setattr(inference, "GDAL_CACHE_BYTES", 256 * 1024)
+    monkeypatch.setattr(windows, "GDAL_CACHE_BYTES", 256 * 1024)
     o, s = scene(tmp_path, 600, 700)
     run_inference(o, s, tmp_path / "out.tif", metadata(), linear_predictor, tile_size=96, overlap=24, batch_size=3,
                   output_confidence=tmp_path / "conf.tif")
@@ -527,8 +515,8 @@ def test_striped_inputs_get_a_cache_holding_a_window_row(tmp_path):
     striped = write(tmp_path / "striped.tif", np.ones((3, 64, 4000), np.uint16))
     tiled = write(tmp_path / "tiled.tif", np.ones((3, 512, 512), np.uint16), tiled=True)
     with rasterio.open(striped) as a, rasterio.open(tiled) as b:
-        assert inference._gdal_cache_bytes(rasterio, (b, None), 512) == inference.GDAL_CACHE_BYTES
-        need = inference._gdal_cache_bytes(rasterio, (b, a), 512)
+        assert windows.gdal_cache_bytes(rasterio, (b, None), 512) == inference.GDAL_CACHE_BYTES
+        need = windows.gdal_cache_bytes(rasterio, (b, a), 512)
     assert need >= 512 * 4000 * 3 * 2  # a 512-row strip of the striped raster fits
 
 
@@ -568,7 +556,7 @@ def test_band_mismatch_lists_expected_and_given(tmp_path):
         run_inference(o, s, tmp_path / "out.tif", metadata(optical=("B2", "B3", "B4", "B8")), linear_predictor,
                       optical_bands=[3, 2, 1], tile_size=64)
     msg = str(exc.value)
-    assert "4 optical band(s)" in msg and "B2, B3, B4, B8" in msg and "3 were given" in msg and "3, 2, 1" in msg
+    assert "4 optical band(s)" in msg and "B2, B3, B4, B8" in msg and "3 band(s)" in msg and "(3, 2, 1)" in msg
     assert not (tmp_path / "out.tif").exists()
 
 
@@ -717,11 +705,11 @@ def test_real_network_result_does_not_depend_on_batching(demo, tmp_path):
 
 def test_checkpoint_errors(demo, tmp_path):
     o, s, ck = demo["optical"], demo["sar"], demo["checkpoint"]
-    with pytest.raises(OptsarError, match="holds a cloudlulc_net network, not mosfnet"):
+    with pytest.raises(OptsarError, match="holds a cloudlulc_net network, but model is mosfnet"):
         inference.classify(o, s, ck, tmp_path / "a.tif", model="mosfnet", device="cpu")
     with pytest.raises(OptsarError, match="does not exist"):
         inference.classify(o, s, tmp_path / "missing.safetensors", tmp_path / "a.tif", device="cpu")
-    with pytest.raises(OptsarError, match=r"10 optical band\(s\).*2 were given"):
+    with pytest.raises(OptsarError, match=r"10 optical band\(s\).*2 band\(s\) of .* were chosen"):
         inference.classify(o, s, ck, tmp_path / "a.tif", optical_bands=[1, 2], device="cpu")
     broken = tmp_path / "broken.safetensors"
     data = Path(ck).read_bytes()
@@ -747,3 +735,21 @@ def test_command_line(demo, tmp_path):
     assert "Mpix/s" in proc.stderr and out.is_file() and (tmp_path / "p.tif").is_file()
     bad = subprocess.run(cmd[:-2] + ["--tile-size", "100"], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "multiple of 32" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_no_input_is_replaced_whatever_the_output_path_looks_like(tmp_path):
+    """``//x``, ``a/../x``, a symlinked folder, the style file of an input: refused before any work."""
+    import hashlib
+
+    o, s = scene(tmp_path, 64, 64)
+    (tmp_path / "link").symlink_to(tmp_path)
+    before = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (o, s)}
+    for out in (f"/{o}", tmp_path / "x" / ".." / "sar.tif", tmp_path / "link" / "optical.tif"):
+        (tmp_path / "x").mkdir(exist_ok=True)
+        with pytest.raises(OptsarError, match="same file as the (optical|SAR) raster.*must differ"):
+            run_inference(o, s, out, metadata(), linear_predictor, tile_size=64)
+    with pytest.raises(OptsarError, match="style file of the output classification.*are the same file"):
+        run_inference(o, s, tmp_path / "out.tif", metadata(), linear_predictor, tile_size=64,
+                      output_confidence=tmp_path / "out.qml")
+    assert before == {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (o, s)}
+    assert files(tmp_path) == ["link", "optical.tif", "sar.tif", "x"]

@@ -15,16 +15,12 @@ pytest.importorskip("timm")
 from optsar_plugin.errors import OptsarError  # noqa: E402
 from optsar_plugin.models import build_model  # noqa: E402
 from optsar_plugin.models.cloudlulc_net import CHOI, HIAA, ORM, SHOI, USMT  # noqa: E402
+from tests.helpers import model_inputs as _inputs  # noqa: E402
 
 
 def _model(optical_bands=12, sar_bands=2, num_classes=6, **options):
     torch.manual_seed(0)
     return build_model("cloudlulc_net", optical_bands=optical_bands, sar_bands=sar_bands, num_classes=num_classes, **options)
-
-
-def _inputs(optical_bands, sar_bands, h, w, batch=1, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, optical_bands, h, w, generator=g), torch.randn(batch, sar_bands, h, w, generator=g)
 
 
 @pytest.mark.parametrize("optical_bands,sar_bands", [(12, 2), (4, 1), (1, 4), (16, 2)])

@@ -11,6 +11,7 @@ pytest.importorskip("timm")
 from optsar_plugin.errors import OptsarError  # noqa: E402
 from optsar_plugin.models import build_model  # noqa: E402
 from optsar_plugin.models.mosfnet import FIM, adapt_stem_weight  # noqa: E402
+from tests.helpers import model_inputs as _inputs  # noqa: E402
 
 SMALL = {"decoder_channels": 32}  # a narrow UPerNet keeps the tests fast; the rest is the paper's network
 
@@ -18,11 +19,6 @@ SMALL = {"decoder_channels": 32}  # a narrow UPerNet keeps the tests fast; the r
 def _build(opt=4, sar=1, classes=7, **options):
     torch.manual_seed(0)
     return build_model("mosfnet", optical_bands=opt, sar_bands=sar, num_classes=classes, **options)
-
-
-def _inputs(opt, sar, h, w, batch=1, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, opt, h, w, generator=g), torch.randn(batch, sar, h, w, generator=g)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ pytest.importorskip("timm")
 from optsar_plugin.errors import OptsarError  # noqa: E402
 from optsar_plugin.models import build_model  # noqa: E402
 from optsar_plugin.models.specsar_former import MMAM, SpecSARFormer  # noqa: E402
+from tests.helpers import model_inputs  # noqa: E402
 
 # A small configuration with the paper's structure (4 stages, 3/4 : 1/4 split, sr 8/4/2/1).
 TINY = dict(
@@ -31,9 +32,7 @@ def _tiny(optical_bands=10, sar_bands=2, num_classes=9, **kw):
 
 
 def _inputs(model, b=1, h=64, w=64, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    c = model.config
-    return torch.randn(b, c["optical_bands"], h, w, generator=g), torch.randn(b, c["sar_bands"], h, w, generator=g)
+    return model_inputs(model.config["optical_bands"], model.config["sar_bands"], h, w, batch=b, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.qgis_process import run_algorithm_json, run_qgis_process
+from tests.helpers import fresh_profile, run_algorithm_json, run_qgis_process, train_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,18 +38,14 @@ def test_zip_layout(plugin_zip):
     for required in ("optsar_fusion/metadata.txt", "optsar_fusion/__init__.py", "optsar_fusion/plugin.py",
                      "optsar_fusion/algorithms/provider.py", "optsar_fusion/optsar_plugin/__init__.py",
                      "optsar_fusion/optsar_plugin/models/__init__.py", "optsar_fusion/resources/icons/optsar.svg",
-                     "optsar_fusion/requirements.txt"):
+                     "optsar_fusion/requirements.txt", "optsar_fusion/optsar_plugin/schemes/dynamic_world.json"):
         assert required in names
     forbidden = ("tests/", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".git/", ".qgis-", "ext-libs", ".pyc")
     assert not [n for n in names if any(f in n for f in forbidden)]
 
 
 def test_zip_installs_into_a_fresh_profile(plugin_zip, tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    zipfile.ZipFile(plugin_zip).extractall(plugins)
-    profile = tmp_path / "profile"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_profile.py"), str(profile)], check=True)
+    profile, plugins = fresh_profile(tmp_path, plugin_zip)
     # QGIS_PLUGINPATH names only the folder the zip was unpacked into, and the profile is new:
     # whatever optsar: algorithms appear come from the installed zip.
     listing = run_qgis_process(["list"], profile=profile, plugin_path=plugins).stdout
@@ -68,22 +64,11 @@ def test_zip_installs_into_a_fresh_profile(plugin_zip, tmp_path):
 
 def test_installed_zip_classifies(plugin_zip, tmp_path):
     """A small classification through qgis_process with only the installed zip on the plugin path."""
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    zipfile.ZipFile(plugin_zip).extractall(plugins)
-    profile = tmp_path / "profile"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_profile.py"), str(profile)], check=True)
+    profile, plugins = fresh_profile(tmp_path, plugin_zip)
     from optsar_plugin.sample_scene import make_sample_scene
 
     scene = make_sample_scene(tmp_path / "scene", size=192, seed=5)
-    ckpt = tmp_path / "tiny.safetensors"
-    proc = subprocess.run(
-        [sys.executable, "-m", "optsar_plugin", "-q", "train", "--optical", scene["optical"], "--sar", scene["sar"],
-         "--reference", scene["reference_train"], "--class-field", "class_name", "--model", "cloudlulc_net",
-         "--epochs", "1", "--steps-per-epoch", "2", "--tile-size", "64", "--device", "cpu", "--output", str(ckpt)],
-        cwd=ROOT, capture_output=True, text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    ckpt = train_tiny_checkpoint(scene, tmp_path / "tiny.safetensors", steps=2, seed=0)
     out = tmp_path / "landcover.tif"
     result = run_algorithm_json("optsar:classify", {
         "OPTICAL": scene["optical"], "SAR": scene["sar"], "CHECKPOINT": ckpt, "MODEL": "cloudlulc_net",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.qgis_process import run_algorithm_json, run_qgis_process
+from tests.helpers import run_algorithm_json, run_qgis_process
 
 
 def test_list_shows_the_provider_and_its_algorithms():

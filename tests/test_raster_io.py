@@ -12,22 +12,8 @@ from rasterio.warp import transform_bounds
 
 from optsar_plugin import raster_io
 from optsar_plugin.errors import OptsarError
-
-UTM = "EPSG:32633"
-X0, Y0, RES = 500000.0, 4000000.0, 10.0
-
-
-def write(path, data, crs=UTM, transform=None, nodata=None, dtype=None):
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-        dtype=dtype or data.dtype, crs=crs, transform=transform or from_origin(X0, Y0, RES, RES), nodata=nodata,
-    ) as ds:
-        ds.write(data.astype(dtype or data.dtype))
-    return str(path)
-
+from tests.helpers import RES, UTM, X0, Y0
+from tests.helpers import write_raster as write
 
 # -- windows ----------------------------------------------------------------------------------
 

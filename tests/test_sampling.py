@@ -15,6 +15,7 @@ from optsar_plugin.accuracy.sampling import (
     stratified_sample,
 )
 from optsar_plugin.errors import OptsarError
+from tests.helpers import write_raster
 
 # Olofsson et al. (2014), Remote Sensing of Environment 148:42-57, section 5.1.1: mapped proportions
 # of the four classes, expected user's accuracies and target SE(O) = 0.01 give n = 641; Table 5
@@ -71,17 +72,11 @@ def test_anticipated_se_and_expected_ua_parsing():
 
 @pytest.fixture
 def classified(tmp_path):
-    import rasterio
-    from rasterio.transform import from_origin
-
     rng = np.random.default_rng(0)
     arr = rng.choice([0, 1, 2, 3], size=(300, 250), p=[0.6, 0.3, 0.08, 0.02]).astype("uint8")
     arr[:30, :] = 255  # nodata strip
-    path = tmp_path / "map.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=250, height=300, count=1, dtype="uint8", crs="EPSG:32633",
-                       transform=from_origin(600_000, 4_000_000, 20, 20), nodata=255) as ds:
-        ds.write(arr, 1)
-    return tmp_path, arr, str(path)
+    path = write_raster(tmp_path / "map.tif", arr, nodata=255, origin=(600_000, 4_000_000), res=20)
+    return tmp_path, arr, path
 
 
 def _read_points(path):

@@ -10,6 +10,7 @@ from rasterio.transform import from_origin
 from optsar_plugin import styles
 from optsar_plugin.classes import ClassScheme, LandCoverClass, load_known_schemes
 from optsar_plugin.errors import OptsarError
+from tests.helpers import write_raster
 
 
 @pytest.fixture
@@ -30,22 +31,11 @@ def _classes(s):
 
 
 def _write_raster(path, data=None):
+    """An 8 x 8 uint8 classification (codes 0-4, one nodata pixel), or ``data``."""
     if data is None:
         data = (np.arange(64, dtype="uint8").reshape(8, 8) % 5).astype("uint8")
         data[0, 0] = 255
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=data.shape[1],
-        height=data.shape[0],
-        count=1,
-        dtype="uint8",
-        crs="EPSG:32633",
-        transform=from_origin(500000, 4000080, 10, 10),
-        nodata=255,
-    ) as ds:
-        ds.write(data, 1)
+    write_raster(path, data, dtype="uint8", nodata=255, origin=(500000, 4000080))
     return path
 
 

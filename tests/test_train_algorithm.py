@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tests.qgis_process import run_algorithm_json, run_qgis_process
+from tests.helpers import run_algorithm_json, run_qgis_process
 
 
 @pytest.fixture(scope="module")

@@ -137,10 +137,11 @@ def test_crash_switch_at_start(tmp_path):
 
 
 def test_to_json_and_error_kind_units():
-    from optsar_plugin.errors import Cancelled, MissingDependencyError, OptsarError
+    from optsar_plugin.errors import Cancelled, CheckpointError, MissingDependencyError, OptsarError, Terminated
 
     assert worker.to_json({1: (float("inf"), {2})}) == {"1": [None, [2]]}
-    assert worker.error_kind(Cancelled("x")) == "cancelled"
+    assert worker.error_kind(Cancelled("x")) == "cancelled" == worker.error_kind(Terminated("x"))
+    assert worker.error_kind(CheckpointError("x")) == "checkpoint"
     assert worker.error_kind(MissingDependencyError("x")) == "dependency"
     assert worker.error_kind(OptsarError("x")) == "input"
     assert worker.error_kind(RuntimeError("x")) == "internal"

@@ -8,42 +8,25 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rasterio
 
+from tests.helpers import random_checkpoint
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-TINY = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A sample scene (plus a larger one to cancel) and a tiny CloudLULC-Net checkpoint."""
-    import torch
-
-    from optsar_plugin.checkpoints import save_checkpoint
-    from optsar_plugin.models import build_model
-    from optsar_plugin.normalisation import compute_stats
     from optsar_plugin.sample_scene import make_sample_scene
 
     folder = tmp_path_factory.mktemp("worker_client")
     scene = make_sample_scene(folder / "scene", size=128, seed=4)
     big = make_sample_scene(folder / "big", size=512, seed=5, clouds=False)
-    with rasterio.open(scene["optical"]) as ds:
-        opt = ds.read().reshape(ds.count, -1)
-        names = [d or f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
-    with rasterio.open(scene["sar"]) as ds:
-        sar = ds.read().reshape(ds.count, -1)
-    torch.manual_seed(0)
-    model = build_model("cloudlulc_net", optical_bands=opt.shape[0], sar_bands=sar.shape[0], num_classes=2, **TINY)
-    meta = {"model": {"name": "cloudlulc_net", "config": model.config}, "bands": {"optical": names, "sar": ["VV", "VH"]},
-            "normalisation": {"optical": compute_stats(opt[:, ::5], "optical", valid=opt[0, ::5] > 0),
-                              "sar": compute_stats(sar[:, ::5], "sar", valid=np.isfinite(sar[0, ::5]))},
-            "classes": [{"code": 0, "name": "water", "color": "#419BDF"}, {"code": 1, "name": "land", "color": "#397D49"}],
-            "tile_size": 64}
-    checkpoint = folder / "tiny.safetensors"
-    save_checkpoint(checkpoint, model, meta)
+    classes = [{"code": 0, "name": "water", "color": "#419BDF"}, {"code": 1, "name": "land", "color": "#397D49"}]
+    checkpoint = random_checkpoint(scene, folder / "tiny.safetensors", classes)
     return {"scene": scene, "big": big, "checkpoint": str(checkpoint)}
 
 

@@ -7,9 +7,15 @@
   classes) to label and feed back.
 * :mod:`.stats`: the statistics as pure functions over a confusion matrix.
 
+Modules: :mod:`.options` (:class:`AssessOptions`, :class:`SampleOptions`), :mod:`.matching`
+(the classification's classes, reference values matched to them), :mod:`.rasterize` (the
+reference burnt strip by strip), :mod:`.counting` (one pass over the map), :mod:`.assess`
+(the assessment), :mod:`.stats` (the estimators), :mod:`.report` and :mod:`.html` (JSON, CSV,
+HTML), :mod:`.sampling` (the sample), :mod:`.cli` and :mod:`.sample_cli` (the command lines).
 Heavy imports (rasterio, GDAL) happen inside the functions.
 """
 
+from .options import AssessOptions, SampleOptions
 from .stats import confusion_matrix, kappa, overall_accuracy, per_class_measures, sample_measures, stratified_estimates
 
 
@@ -28,6 +34,8 @@ def stratified_sample(*args, **kwargs):
 
 
 __all__ = [
+    "AssessOptions",
+    "SampleOptions",
     "assess_accuracy",
     "stratified_sample",
     "confusion_matrix",

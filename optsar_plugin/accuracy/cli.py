@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .assess import assess_accuracy
+from .options import AssessOptions
 
 
 def add_arguments(parser) -> None:
@@ -33,15 +34,13 @@ def _fmt(v):
 
 
 def run_cli(args, feedback) -> int:
+    options = AssessOptions(band=args.band, reference_layer=args.layer, all_touched=args.all_touched,
+                            ignore_values=args.ignore, confidence=args.confidence)
     res = assess_accuracy(
         args.classification,
         args.reference,
         args.class_field,
-        band=args.band,
-        reference_layer=args.layer,
-        all_touched=args.all_touched,
-        ignore_values=args.ignore,
-        confidence=args.confidence,
+        options=options,
         checkpoint=args.checkpoint,
         output_report=args.report,
         output_matrix=args.matrix,

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +47,15 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..classes import ClassScheme
-from ..errors import OptsarError
-from ..fileio import publish, temp_path
+from ..errors import InputError
+from ..fileio import OutputSet
+from ..options import ALLOCATIONS
 from ..progress import Feedback, NullFeedback, check_cancel
+from ..raster_io import open_classification, valid_mask
+from ..vector_io import ogr_modules
+from .matching import classification_classes
+from .options import MAX_CLASSES, SampleOptions, default_strip_rows
 
-ALLOCATIONS = ("proportional", "equal", "olofsson")
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}
 
 
@@ -62,13 +65,13 @@ DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "
 def cochran_sample_size(weights: Sequence[float], expected_ua: Sequence[float], target_se: float) -> int:
     """Olofsson et al. (2014) eq. 13: ``n = ceil((Σ W_i sqrt(U_i (1 - U_i)) / S(Ô))²)``."""
     if not target_se or float(target_se) <= 0:
-        raise OptsarError(f"The target standard error of overall accuracy must be positive, got {target_se}.")
+        raise InputError(f"The target standard error of overall accuracy must be positive, got {target_se}.")
     w = np.asarray(weights, dtype=np.float64)
     u = np.asarray(expected_ua, dtype=np.float64)
     if w.shape != u.shape:
-        raise OptsarError("One expected user's accuracy per class is needed.")
+        raise InputError("One expected user's accuracy per class is needed.")
     if ((u <= 0) | (u >= 1)).any():
-        raise OptsarError(f"Expected user's accuracies must be between 0 and 1 (exclusive), got {u.tolist()}.")
+        raise InputError(f"Expected user's accuracies must be between 0 and 1 (exclusive), got {u.tolist()}.")
     s = float(np.sum(w * np.sqrt(u * (1 - u))))
     # round before ceil: (0.25308/0.01)² must not become 641.0000000001 -> 642
     return int(math.ceil(round((s / float(target_se)) ** 2, 9)))
@@ -96,10 +99,10 @@ def allocate(mapped_pixels: Sequence[int], total: int, method: str = "proportion
     """
     method = str(method).lower()
     if method not in ALLOCATIONS:
-        raise OptsarError(f"Unknown allocation '{method}'; choose one of {', '.join(ALLOCATIONS)}.")
+        raise InputError(f"Unknown allocation '{method}'; choose one of {', '.join(ALLOCATIONS)}.")
     total = int(total)
     if total < 0:
-        raise OptsarError(f"The sample size must not be negative, got {total}.")
+        raise InputError(f"The sample size must not be negative, got {total}.")
     npx = np.asarray(mapped_pixels, dtype=np.int64)
     present = npx > 0
     mn = max(0, int(min_per_class))
@@ -163,13 +166,13 @@ def parse_expected_ua(value, codes: Sequence[int]) -> List[float]:
                 else:
                     default = float(part)
             except ValueError:
-                raise OptsarError(
+                raise InputError(
                     f"Cannot read the expected user's accuracy '{value}': give a number (0.8) or code:value pairs (1:0.7, 2:0.9)."
                 ) from None
     out = [per.get(int(c), default) for c in codes]
     for c, u in zip(codes, out):
         if not 0 < u < 1:
-            raise OptsarError(f"The expected user's accuracy of class {c} must be between 0 and 1 (exclusive), got {u}.")
+            raise InputError(f"The expected user's accuracy of class {c} must be between 0 and 1 (exclusive), got {u}.")
     return out
 
 
@@ -200,180 +203,175 @@ class SampleResult:
         return "\n".join(lines)
 
 
-def _count_classes(src, band: int, strip_rows: int, ignore: Sequence[int], feedback, start=0.0, span=0.5):
-    from rasterio.windows import Window
-
-    from .assess import _valid_mask
-
+def _count_classes(src, band: int, strip_rows: int, ignore: Sequence[int], feedback) -> Dict[int, int]:
+    """Mapped pixels per class value over the whole map (nodata and ``ignore`` left out)."""
     counts: Dict[int, int] = {}
-    n_strips = max(1, math.ceil(src.height / strip_rows))
-    for s, off in enumerate(range(0, src.height, strip_rows)):
+    for s_i, (values, valid, _) in enumerate(_strips(src, band, strip_rows)):
         check_cancel(feedback)
-        feedback.progress(start + span * s / n_strips, "Counting mapped classes")
-        h = min(strip_rows, src.height - off)
-        win = Window(0, off, src.width, h)
-        v = src.read(band, window=win)
-        valid = _valid_mask(src, band, v, win)
-        vals = v[valid]
+        feedback.progress(0.5 * s_i * strip_rows / max(1, src.height), "Counting mapped classes")
+        vals = values[valid]
         if vals.dtype.kind == "f":
             if vals.size and not np.array_equal(vals, np.round(vals)):
-                raise OptsarError(f"The classification '{src.name}' holds non-integer values; it is not a classification.")
+                raise InputError(f"The classification '{src.name}' holds non-integer values; it is not a classification.")
             vals = vals.astype(np.int64)
         if vals.dtype in (np.uint8, np.uint16):
             bc = np.bincount(vals, minlength=1)
-            for c in np.flatnonzero(bc):
-                counts[int(c)] = counts.get(int(c), 0) + int(bc[c])
+            pairs = ((int(c), int(bc[c])) for c in np.flatnonzero(bc))
         else:
             u, c = np.unique(vals, return_counts=True)
-            for a, b in zip(u.tolist(), c.tolist()):
-                counts[int(a)] = counts.get(int(a), 0) + int(b)
+            pairs = zip(u.tolist(), c.tolist())
+        for code, n in pairs:
+            counts[int(code)] = counts.get(int(code), 0) + n
     for c in ignore:
         counts.pop(int(c), None)
     return counts
+
+
+def _strips(src, band: int, strip_rows: int):
+    """``(values, valid, row offset)`` for each strip of ``strip_rows`` rows."""
+    from rasterio.windows import Window
+
+    for off in range(0, src.height, strip_rows):
+        win = Window(0, off, src.width, min(strip_rows, src.height - off))
+        values = src.read(band, window=win)
+        yield values, valid_mask(src, band, values, win), off
+
+
+@dataclass
+class _Design:
+    """The strata and the allocation: class codes and names, mapped pixels, weights, expected UA, sizes."""
+
+    codes: List[int]
+    names: List[str]
+    pixels: np.ndarray
+    weights: np.ndarray
+    expected_ua: List[float]
+    requested: int
+    sizes: np.ndarray
+    warnings: List[str]
+
+
+def _design(classification: str, counts: Dict[int, int], scheme, opts: SampleOptions, feedback) -> _Design:
+    if not counts:
+        raise InputError(f"The classification '{classification}' has no valid (non-nodata) pixel to sample.")
+    if len(counts) > MAX_CLASSES:
+        raise InputError(f"The classification '{classification}' has {len(counts)} distinct values; "
+                         "is it a classification?")
+    codes = sorted(counts)
+    npx = np.asarray([counts[c] for c in codes], dtype=np.int64)
+    weights = npx / npx.sum()
+    names = [_name(scheme, c) for c in codes]
+    ua = parse_expected_ua(opts.expected_ua, codes)
+    requested = opts.total
+    if requested == 0:
+        requested = cochran_sample_size(weights, ua, opts.target_se)
+        feedback.info(f"Sample size from the target SE {opts.target_se} of overall accuracy (Olofsson et al. 2014, "
+                      f"eq. 13): {requested}.")
+    sizes = allocate(npx, requested, opts.allocation, opts.min_per_class)
+    warnings = [f"Class {c} '{nm}' has only {px} pixel(s); all are in the sample."
+                for c, nm, n, px in zip(codes, names, sizes, npx) if n == px and n < max(opts.min_per_class, 1)]
+    return _Design(codes, names, npx, weights, ua, requested, sizes, warnings)
+
+
+def _draw(src, band: int, strip_rows: int, ranks: Dict[int, np.ndarray], feedback):
+    """Rows, columns and classes of the pixels whose rank (row-major order within their class) was drawn."""
+    seen = {c: 0 for c in ranks}
+    cursor = {c: 0 for c in ranks}
+    rows: List[np.ndarray] = [np.zeros(0, np.int64)]
+    cols: List[np.ndarray] = [np.zeros(0, np.int64)]
+    cls: List[np.ndarray] = [np.zeros(0, np.int64)]
+    for s_i, (values, valid, off) in enumerate(_strips(src, band, strip_rows)):
+        check_cancel(feedback)
+        feedback.progress(0.5 + 0.45 * s_i * strip_rows / max(1, src.height), "Drawing the sample")
+        flat, vflat = values.ravel(), valid.ravel()
+        for c, r in ranks.items():
+            if cursor[c] >= len(r):
+                continue
+            pos = np.flatnonzero((flat == c) & vflat)
+            lo, hi = seen[c], seen[c] + len(pos)
+            i1 = int(np.searchsorted(r, hi))
+            if i1 > cursor[c]:
+                take = pos[r[cursor[c]:i1] - lo]
+                rows.append(take // src.width + off)
+                cols.append(take % src.width)
+                cls.append(np.full(len(take), c, dtype=np.int64))
+            cursor[c], seen[c] = i1, hi
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(cls)
 
 
 def stratified_sample(
     classification: Union[str, Path],
     output: Union[str, Path],
     *,
-    band: int = 1,
-    allocation: str = "proportional",
-    total: int = 0,
-    target_se: float = 0.01,
-    expected_ua=0.8,
-    min_per_class: int = 50,
-    seed: int = 0,
-    ignore_values: Optional[Sequence[int]] = None,
+    options: Optional[SampleOptions] = None,
     checkpoint: Optional[str] = None,
     classes=None,
-    strip_rows: Optional[int] = None,
     feedback: Optional[Feedback] = None,
+    **settings,
 ) -> SampleResult:
-    """Draw a stratified random sample of pixels and write it as a point layer (GeoPackage).
+    """Draw a stratified random sample of pixels and write it as a point layer (GeoPackage, GeoJSON, FlatGeobuf).
 
-    ``total = 0`` computes the sample size from ``target_se`` and ``expected_ua``
-    (:func:`cochran_sample_size`).  Nodata pixels and ``ignore_values`` are never drawn.
+    Settings (:class:`~.options.SampleOptions`, as ``options`` or keywords): ``band``,
+    ``allocation``, ``total`` (0: from ``target_se`` and ``expected_ua``,
+    :func:`cochran_sample_size`), ``target_se``, ``expected_ua``, ``min_per_class``, ``seed``,
+    ``ignore_values`` (never drawn, nor is nodata), ``strip_rows``.
     """
     import rasterio
-    from rasterio.windows import Window
-
-    from .assess import _parse_ignore, classification_classes, default_strip_rows
 
     feedback = feedback or NullFeedback()
-    classification = str(classification)
-    output = Path(output)
+    opts = SampleOptions.of(options, "stratified_sample", **settings)
+    classification, output = str(classification), Path(output)
     driver = DRIVERS.get(output.suffix.lower())
     if driver is None:
-        raise OptsarError(
+        raise InputError(
             f"The sample output '{output}' must be a GeoPackage (.gpkg), GeoJSON (.geojson) or FlatGeobuf (.fgb) file."
         )
-    if int(total) < 0:
-        raise OptsarError(f"The sample size must not be negative, got {total}.")
-    ignore = _parse_ignore(ignore_values)
-    try:  # not only files: GDAL subdatasets and /vsi paths open too
-        src = rasterio.open(classification)
-    except rasterio.errors.RasterioIOError as exc:
-        missing = "does not exist" if not Path(classification).exists() else "cannot be read"
-        raise OptsarError(f"The classification raster '{classification}' {missing}: {exc}") from None
-    warnings: List[str] = []
-    with src:
-        if not 1 <= int(band) <= src.count:
-            raise OptsarError(f"The classification '{classification}' has {src.count} band(s); band {band} does not exist.")
-        band = int(band)
-        strip_rows = int(strip_rows or default_strip_rows(src.width))
-        scheme, _source = classification_classes(classification, band, checkpoint, classes)
-        counts = _count_classes(src, band, strip_rows, ignore, feedback)
-        if not counts:
-            raise OptsarError(f"The classification '{classification}' has no valid (non-nodata) pixel to sample.")
-        if len(counts) > 1000:
-            raise OptsarError(f"The classification '{classification}' has {len(counts)} distinct values; is it a classification?")
-        codes = sorted(counts)
-        npx = np.asarray([counts[c] for c in codes], dtype=np.int64)
-        weights = npx / npx.sum()
-        names = [_name(scheme, c) for c in codes]
-        ua = parse_expected_ua(expected_ua, codes)
-        requested = int(total)
-        if requested == 0:
-            requested = cochran_sample_size(weights, ua, target_se)
-            feedback.info(
-                f"Sample size from the target SE {target_se} of overall accuracy (Olofsson et al. 2014, eq. 13): {requested}."
-            )
-        sizes = allocate(npx, requested, allocation, min_per_class)
-        for c, nm, n, px in zip(codes, names, sizes, npx):
-            if n == px and n < max(int(min_per_class), 1):
-                warnings.append(f"Class {c} '{nm}' has only {px} pixel(s); all are in the sample.")
-        rng = np.random.default_rng(int(seed))
-        ranks = {c: np.sort(rng.choice(int(px), size=int(n), replace=False)) for c, px, n in zip(codes, npx, sizes) if n > 0}
+    with OutputSet([(classification, "classification"), (checkpoint, "checkpoint")], feedback) as outs:
+        tmp = outs.add(output, "sample output", create=False, make_folder=True)  # OGR creates the file itself
+        src, band = open_classification(classification, opts.band)
+        with src:
+            strip_rows = opts.strip_rows or default_strip_rows(src.width)
+            scheme, _source = classification_classes(classification, band, checkpoint, classes)
+            d = _design(classification, _count_classes(src, band, strip_rows, opts.ignore_values, feedback), scheme,
+                        opts, feedback)
+            rng = np.random.default_rng(opts.seed)
+            ranks = {c: np.sort(rng.choice(int(px), size=int(n), replace=False))
+                     for c, px, n in zip(d.codes, d.pixels, d.sizes) if n > 0}
+            rows, cols, cls = _draw(src, band, strip_rows, ranks, feedback)
+            xs, ys = rasterio.transform.xy(src.transform, rows, cols, offset="center")
+            crs_wkt = src.crs.to_wkt() if src.crs else None
+        # shuffle the order so interpreters do not label class by class (and cannot guess the map class)
+        order = rng.permutation(len(cls))
+        feedback.progress(0.95, "Writing the sample")
+        _write_points(tmp, driver, output.stem, crs_wkt, np.asarray(xs, dtype=np.float64)[order],
+                      np.asarray(ys, dtype=np.float64)[order], cls[order], dict(zip(d.codes, d.names)),
+                      _strata(classification, band, d, opts))
+        outs.publish()
+    feedback.progress(1.0, "Done")
+    for w in d.warnings:
+        feedback.warning(w)
+    return SampleResult(
+        path=str(output), layer=output.stem, codes=[int(c) for c in d.codes], names=d.names,
+        mapped_pixels=[int(p) for p in d.pixels], weights=[float(w) for w in d.weights],
+        sizes=[int(n) for n in d.sizes], total=int(sum(d.sizes)), requested_total=d.requested,
+        expected_ua=d.expected_ua, anticipated_oa_se=anticipated_oa_se(d.weights, d.expected_ua, d.sizes),
+        allocation=opts.allocation, seed=opts.seed, warnings=d.warnings,
+    )
 
-        # second pass: find the pixels with the drawn ranks (row-major order within each class)
-        seen = {c: 0 for c in codes}
-        cursor = {c: 0 for c in codes}
-        rows: List[np.ndarray] = []
-        cols: List[np.ndarray] = []
-        cls: List[np.ndarray] = []
-        n_strips = max(1, math.ceil(src.height / strip_rows))
-        from .assess import _valid_mask
 
-        for s, off in enumerate(range(0, src.height, strip_rows)):
-            check_cancel(feedback)
-            feedback.progress(0.5 + 0.45 * s / n_strips, "Drawing the sample")
-            h = min(strip_rows, src.height - off)
-            win = Window(0, off, src.width, h)
-            v = src.read(band, window=win)
-            valid = _valid_mask(src, band, v, win)
-            flat = v.ravel()
-            vflat = valid.ravel()
-            for c in ranks:
-                r = ranks[c]
-                i0 = cursor[c]
-                if i0 >= len(r):
-                    continue
-                pos = np.flatnonzero((flat == c) & vflat)
-                lo, hi = seen[c], seen[c] + len(pos)
-                i1 = int(np.searchsorted(r, hi))
-                if i1 > i0:
-                    take = pos[r[i0:i1] - lo]
-                    rows.append(take // src.width + off)
-                    cols.append(take % src.width)
-                    cls.append(np.full(len(take), c, dtype=np.int64))
-                cursor[c] = i1
-                seen[c] = hi
-        rows_a = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        cols_a = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-        cls_a = np.concatenate(cls) if cls else np.zeros(0, dtype=np.int64)
-        xs, ys = rasterio.transform.xy(src.transform, rows_a, cols_a, offset="center")
-        crs_wkt = src.crs.to_wkt() if src.crs else None
-
-    # shuffle the order so interpreters do not label class by class (and cannot guess the map class)
-    order = rng.permutation(len(cls_a))
-    feedback.progress(0.95, "Writing the sample")
-    layer = output.stem
-    strata = {
+def _strata(classification: str, band: int, d: _Design, opts: SampleOptions) -> Dict:
+    """The design, recorded in the GeoPackage's metadata."""
+    return {
         "design": "stratified random sampling, strata = map classes",
-        "allocation": allocation,
-        "seed": int(seed),
+        "allocation": opts.allocation,
+        "seed": opts.seed,
         "classification": classification,
         "band": band,
         "strata": [
             {"code": int(c), "name": nm, "mapped_pixels": int(px), "weight": float(w), "n": int(n)}
-            for c, nm, px, w, n in zip(codes, names, npx, weights, sizes)
+            for c, nm, px, w, n in zip(d.codes, d.names, d.pixels, d.weights, d.sizes)
         ],
     }
-    _write_points(
-        output, driver, layer, crs_wkt,
-        np.asarray(xs, dtype=np.float64)[order], np.asarray(ys, dtype=np.float64)[order],
-        cls_a[order], {c: nm for c, nm in zip(codes, names)}, strata,
-    )
-    feedback.progress(1.0, "Done")
-    for w in warnings:
-        feedback.warning(w)
-    return SampleResult(
-        path=str(output), layer=layer, codes=[int(c) for c in codes], names=names,
-        mapped_pixels=[int(p) for p in npx], weights=[float(w) for w in weights],
-        sizes=[int(n) for n in sizes], total=int(sum(sizes)), requested_total=requested,
-        expected_ua=ua, anticipated_oa_se=anticipated_oa_se(weights, ua, sizes),
-        allocation=allocation, seed=int(seed), warnings=warnings,
-    )
 
 
 def _name(scheme: Optional[ClassScheme], code: int) -> str:
@@ -382,15 +380,14 @@ def _name(scheme: Optional[ClassScheme], code: int) -> str:
     return f"class {code}"
 
 
-def _write_points(output: Path, driver_name: str, layer_name: str, crs_wkt, xs, ys, codes, names, strata) -> None:
-    from osgeo import ogr, osr
-
-    tmp = temp_path(output, create=False)  # OGR creates the file itself
+def _write_points(tmp: str, driver_name: str, layer_name: str, crs_wkt, xs, ys, codes, names, strata) -> None:
+    """The sample points, written by OGR to the temporary file ``tmp``."""
+    _, ogr, osr = ogr_modules()
+    drv = ogr.GetDriverByName(driver_name)
+    ds = drv.CreateDataSource(tmp)
+    if ds is None:
+        raise InputError(f"Cannot create the sample file '{tmp}'.")
     try:
-        drv = ogr.GetDriverByName(driver_name)
-        ds = drv.CreateDataSource(tmp)
-        if ds is None:
-            raise OptsarError(f"Cannot create the sample file '{output}'.")
         srs = None
         if crs_wkt:
             srs = osr.SpatialReference()
@@ -417,40 +414,5 @@ def _write_points(output: Path, driver_name: str, layer_name: str, crs_wkt, xs, 
             lyr.CreateFeature(f)
         if transactions:
             lyr.CommitTransaction()
-        ds = None
-        publish(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# --------------------------------------------------------------------------------------
-# command line: python -m optsar_plugin sample
-# --------------------------------------------------------------------------------------
-def add_arguments(parser) -> None:
-    parser.description = "Draw a stratified random sample (strata = map classes) and write it as points to label."
-    parser.add_argument("classification", help="classification raster")
-    parser.add_argument("output", help="output point layer (.gpkg, .geojson or .fgb)")
-    parser.add_argument("--band", type=int, default=1)
-    parser.add_argument("--allocation", choices=ALLOCATIONS, default="proportional",
-                        help="per-class allocation (default proportional; olofsson = fixed minimum for rare classes, rest proportional)")
-    parser.add_argument("--total", type=int, default=0, help="sample size; 0 = computed from --target-se and --expected-ua")
-    parser.add_argument("--target-se", type=float, default=0.01, help="target standard error of overall accuracy (default 0.01)")
-    parser.add_argument("--expected-ua", default="0.8", help="expected user's accuracy: 0.8, or code:value pairs '1:0.7,2:0.9'")
-    parser.add_argument("--min-per-class", type=int, default=50, help="minimum sample size per class (default 50)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same sample)")
-    parser.add_argument("--ignore", default=None, help="class codes never to sample, e.g. '0,9'")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint whose metadata names the classes")
-
-
-def run_cli(args, feedback) -> int:
-    res = stratified_sample(
-        args.classification, args.output, band=args.band, allocation=args.allocation, total=args.total,
-        target_se=args.target_se, expected_ua=args.expected_ua, min_per_class=args.min_per_class,
-        seed=args.seed, ignore_values=args.ignore, checkpoint=args.checkpoint, feedback=feedback,
-    )
-    print(res.table())
-    se = "n/a" if res.anticipated_oa_se is None else f"{res.anticipated_oa_se:.4f}"
-    print(f"{res.total} points written to {res.path} (anticipated SE of overall accuracy: {se})")
-    return 0
+    finally:
+        ds = None  # closes the file

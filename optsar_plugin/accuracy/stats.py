@@ -244,107 +244,113 @@ def stratified_estimates(cm, mapped_area, confidence: float = 0.95, total_area: 
         raise ValueError(f"mapped_area has {area.shape[0]} values for a {k}-class matrix")
     if (area < 0).any():
         raise ValueError("mapped areas cannot be negative")
-    z = z_value(confidence)
-    n_i = m.sum(axis=1)
+    s = _Strata(m, area, z_value(confidence), total_area)
+    out = s.empty_result(confidence)
+    _users_accuracy(s, out)
+    if s.pop_area == 0:
+        return out
+    out["weights"] = [float(v) if s.sampled[i] else (0.0 if area[i] == 0 else None) for i, v in enumerate(s.w)]
+    out["proportions"] = [[float(s.p[i, j]) if s.sampled[i] or area[i] == 0 else None for j in range(k)]
+                          for i in range(k)]
+    _overall_accuracy(s, out)
+    _areas(s, out)
+    _producers_accuracy(s, out)
+    return out
 
-    sampled = (n_i > 0) & (area > 0)
-    unsampled = (n_i == 0) & (area > 0)
-    all_area = float(area.sum())
-    pop_area = float(area[sampled].sum())
-    scale = 1.0 if total_area is None or all_area == 0 else float(total_area) / all_area
 
-    out: Dict = {
-        "confidence": float(confidence),
-        "z": float(z),
-        "weights": [None] * k,
-        "proportions": [[None] * k for _ in range(k)],
-        "overall_accuracy": None,
-        "overall_accuracy_se": None,
-        "overall_accuracy_ci": None,
-        "users_accuracy": [None] * k,
-        "users_accuracy_se": [None] * k,
-        "users_accuracy_ci": [None] * k,
-        "producers_accuracy": [None] * k,
-        "producers_accuracy_se": [None] * k,
-        "producers_accuracy_ci": [None] * k,
-        "area_proportion": [None] * k,
-        "area_proportion_se": [None] * k,
-        "area": [None] * k,
-        "area_se": [None] * k,
-        "area_ci": [None] * k,
-        "mapped_area": [float(a) * scale for a in area],
-        "population_area": pop_area * scale,
-        "population_fraction": _ratio(pop_area, all_area),
-        "unsampled_classes": [int(i) for i in np.flatnonzero(unsampled)],
-        "single_unit_classes": [int(i) for i in np.flatnonzero(sampled & (n_i == 1))],
-    }
-    # User's accuracy is a within-stratum ratio: defined wherever the stratum has units.
-    for i in range(k):
-        if n_i[i] > 0:
-            u = float(m[i, i] / n_i[i])
-            out["users_accuracy"][i] = u
-            if n_i[i] > 1:
-                se = float(np.sqrt(u * (1 - u) / (n_i[i] - 1)))
-                out["users_accuracy_se"][i] = se
-                out["users_accuracy_ci"][i] = [u - z * se, u + z * se]
-    if pop_area == 0:
+class _Strata:
+    """The quantities every estimator shares: strata, weights ``W_i``, proportions ``p_ij``, variance denominators."""
+
+    def __init__(self, m: np.ndarray, area: np.ndarray, z: float, total_area: Optional[float]):
+        self.m, self.area, self.z, self.k = m, area, z, m.shape[0]
+        self.n_i = m.sum(axis=1)
+        self.sampled = (self.n_i > 0) & (area > 0)
+        self.unsampled = (self.n_i == 0) & (area > 0)
+        self.all_area = float(area.sum())
+        self.pop_area = float(area[self.sampled].sum())
+        self.scale = 1.0 if total_area is None or self.all_area == 0 else float(total_area) / self.all_area
+        self.w = np.where(self.sampled, area / self.pop_area, 0.0) if self.pop_area else np.zeros(self.k)
+        # within-stratum reference proportions n_ij / n_i.  (0 for unsampled strata: they carry no weight)
+        self.q = np.zeros_like(m)
+        self.q[self.sampled] = m[self.sampled] / self.n_i[self.sampled, np.newaxis]
+        self.p = self.w[:, np.newaxis] * self.q  # p_ij = W_i n_ij / n_i.
+        self.variance_ok = not bool((self.sampled & (self.n_i < 2)).any())
+        self.denom = np.where(self.n_i > 1, self.n_i - 1, 1.0)  # only used where variance_ok
+
+    def empty_result(self, confidence: float) -> Dict:
+        k = self.k
+        out: Dict = {"confidence": float(confidence), "z": float(self.z), "weights": [None] * k,
+                     "proportions": [[None] * k for _ in range(k)], "overall_accuracy": None,
+                     "overall_accuracy_se": None, "overall_accuracy_ci": None}
+        for key in ("users_accuracy", "producers_accuracy"):
+            out.update({key: [None] * k, f"{key}_se": [None] * k, f"{key}_ci": [None] * k})
+        for key in ("area_proportion", "area_proportion_se", "area", "area_se", "area_ci"):
+            out[key] = [None] * k
+        out.update(
+            mapped_area=[float(a) * self.scale for a in self.area],
+            population_area=self.pop_area * self.scale,
+            population_fraction=_ratio(self.pop_area, self.all_area),
+            unsampled_classes=[int(i) for i in np.flatnonzero(self.unsampled)],
+            single_unit_classes=[int(i) for i in np.flatnonzero(self.sampled & (self.n_i == 1))],
+        )
         return out
 
-    w = np.where(sampled, area / pop_area, 0.0)
-    out["weights"] = [float(v) if sampled[i] else (0.0 if area[i] == 0 else None) for i, v in enumerate(w)]
-    # within-stratum reference proportions n_ij / n_i.  (0 for unsampled strata: they carry no weight)
-    q = np.zeros_like(m)
-    q[sampled] = m[sampled] / n_i[sampled, np.newaxis]
-    p = w[:, np.newaxis] * q  # p_ij = W_i n_ij / n_i.
-    out["proportions"] = [[float(p[i, j]) if sampled[i] or area[i] == 0 else None for j in range(k)] for i in range(k)]
-    variance_ok = not bool((sampled & (n_i < 2)).any())
-    denom = np.where(n_i > 1, n_i - 1, 1.0)  # only used where variance_ok
 
-    # Overall accuracy and its variance
-    oa = float(np.trace(p))
+def _users_accuracy(s: _Strata, out: Dict) -> None:
+    """A within-stratum ratio: defined wherever the stratum has units; variance ``U (1 - U) / (n_i. - 1)``."""
+    for i in range(s.k):
+        if s.n_i[i] > 0:
+            u = float(s.m[i, i] / s.n_i[i])
+            out["users_accuracy"][i] = u
+            if s.n_i[i] > 1:
+                se = float(np.sqrt(u * (1 - u) / (s.n_i[i] - 1)))
+                out["users_accuracy_se"][i] = se
+                out["users_accuracy_ci"][i] = [u - s.z * se, u + s.z * se]
+
+
+def _overall_accuracy(s: _Strata, out: Dict) -> None:
+    """``Σ p_ii`` with variance ``Σ W_i² U_i (1 - U_i) / (n_i. - 1)``."""
+    oa = float(np.trace(s.p))
     out["overall_accuracy"] = oa
-    if variance_ok:
-        u_diag = np.diag(q)
-        v = float(np.sum(np.where(sampled, w**2 * u_diag * (1 - u_diag) / denom, 0.0)))
+    if s.variance_ok:
+        u_diag = np.diag(s.q)
+        v = float(np.sum(np.where(s.sampled, s.w**2 * u_diag * (1 - u_diag) / s.denom, 0.0)))
         se = float(np.sqrt(v))
         out["overall_accuracy_se"] = se
-        out["overall_accuracy_ci"] = [oa - z * se, oa + z * se]
+        out["overall_accuracy_ci"] = [oa - s.z * se, oa + s.z * se]
 
-    # Area proportions and areas: S(p_.k) = sqrt(sum_i (W_i p_ik - p_ik^2) / (n_i. - 1))
-    col = p.sum(axis=0)
-    total = pop_area * scale
-    for j in range(k):
+
+def _areas(s: _Strata, out: Dict) -> None:
+    """Area proportions ``p_.k`` and areas, ``S(p_.k) = sqrt(Σ_i (W_i p_ik - p_ik²) / (n_i. - 1))``."""
+    col = s.p.sum(axis=0)
+    total = s.pop_area * s.scale
+    for j in range(s.k):
         out["area_proportion"][j] = float(col[j])
         out["area"][j] = float(col[j] * total)
-        if variance_ok:
-            terms = np.where(sampled, (w * p[:, j] - p[:, j] ** 2) / denom, 0.0)
+        if s.variance_ok:
+            terms = np.where(s.sampled, (s.w * s.p[:, j] - s.p[:, j] ** 2) / s.denom, 0.0)
             se_p = float(np.sqrt(max(0.0, terms.sum())))
             out["area_proportion_se"][j] = se_p
             out["area_se"][j] = se_p * total
-            out["area_ci"][j] = [(col[j] - z * se_p) * total, (col[j] + z * se_p) * total]
+            out["area_ci"][j] = [(col[j] - s.z * se_p) * total, (col[j] + s.z * se_p) * total]
 
-    # Producer's accuracy and its variance, eq. 7 (with the N_i. of eq. 7 replaced by the weights W_i:
-    # the ratio is unchanged by the common factor).
-    # N_.j estimate (in weight units): sum_i W_i n_ij / n_i. = col[j]
-    for j in range(k):
+
+def _producers_accuracy(s: _Strata, out: Dict) -> None:
+    """``p_jj / p_.j`` with the variance of eq. 7 (its ``N_i.`` replaced by the weights ``W_i``: the ratio is
+    unchanged by the common factor; ``N_.j`` estimated in weight units as ``Σ_i W_i n_ij / n_i. = p_.j``)."""
+    col = s.p.sum(axis=0)
+    for j in range(s.k):
         nj = col[j]
         if nj <= 0:
             continue
-        pj = float(p[j, j] / nj)
+        pj = float(s.p[j, j] / nj)
         out["producers_accuracy"][j] = pj
-        if not variance_ok:
+        if not s.variance_ok:
             continue
-        uj = q[j, j]
-        first = 0.0
-        if sampled[j]:
-            first = w[j] ** 2 * (1 - pj) ** 2 * uj * (1 - uj) / denom[j]
-        second = 0.0
-        for i in range(k):
-            if i == j or not sampled[i]:
-                continue
-            second += w[i] ** 2 * q[i, j] * (1 - q[i, j]) / denom[i]
-        v = (first + pj**2 * second) / nj**2
-        se = float(np.sqrt(max(0.0, v)))
+        uj = s.q[j, j]
+        first = s.w[j] ** 2 * (1 - pj) ** 2 * uj * (1 - uj) / s.denom[j] if s.sampled[j] else 0.0
+        second = sum(s.w[i] ** 2 * s.q[i, j] * (1 - s.q[i, j]) / s.denom[i]
+                     for i in range(s.k) if i != j and s.sampled[i])
+        se = float(np.sqrt(max(0.0, (first + pj**2 * second) / nj**2)))
         out["producers_accuracy_se"][j] = se
-        out["producers_accuracy_ci"][j] = [pj - z * se, pj + z * se]
-    return out
+        out["producers_accuracy_ci"][j] = [pj - s.z * se, pj + s.z * se]

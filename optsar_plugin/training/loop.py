@@ -371,7 +371,7 @@ def train(
     from .. import __version__
     from ..deps import require_torch
     from ..devices import resolve_device
-    from ..inference import _cloud_handling
+    from ..options import cloud_handling
 
     torch = require_torch("training a network")
     with SceneSource(optical, sar, optical_bands, sar_bands, cloud_mask, memory_limit) as source:
@@ -470,7 +470,7 @@ def train(
                     model=model, epochs=int(epochs), tile=tile, batch_size=int(batch_size),
                     learning_rate=learning_rate, model_size=model_size if not init_checkpoint else "checkpoint",
                     steps_per_epoch=steps_per_epoch, cloud_simulation=cloud_simulation,
-                    handling=_cloud_handling(cloud_mode, model) if source.has_cloud_mask else None,
+                    handling=cloud_handling(cloud_mode, model) if source.has_cloud_mask else None,
                     precision=precision, ignore_sar=bool(ignore_sar),
                 )
         finally:

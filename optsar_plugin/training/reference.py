@@ -130,12 +130,12 @@ def scheme_from_values(values: Sequence, names: Optional[Dict] = None, field_nam
 
 def _read_pairs(path: str, layer_name: Optional[str], class_field: str, name_field: Optional[str]):
     """Distinct class values and, with ``name_field``, {value: name}."""
-    from ..accuracy.rasterize import _field_kind, _open_layer
+    from ..vector_io import field_kind, open_layer
 
-    ds, layer = _open_layer(path, layer_name)
-    _field_kind(layer, class_field)  # raises a clear error for a missing field
+    ds, layer = open_layer(path, layer_name)
+    field_kind(layer, class_field)  # raises a clear error for a missing field
     if name_field:
-        _field_kind(layer, name_field)
+        field_kind(layer, name_field)
     values, names = set(), {}
     layer.ResetReading()
     for feat in layer:
@@ -185,7 +185,8 @@ def _drop_empty(index: np.ndarray, scheme: ClassScheme, counts: np.ndarray, sour
 def labels_from_vector(path: str, class_field: str, optical_ds, *, name_field: Optional[str] = None,
                        layer: Optional[str] = None, feedback=None) -> Labels:
     """Burn reference features (``class_field``) on the grid of the open optical raster ``optical_ds``."""
-    from ..accuracy.rasterize import StripBurner, list_ids, read_reference, strips
+    from ..accuracy.rasterize import StripBurner, strips
+    from ..vector_io import list_ids, read_reference
 
     feedback = feedback or NullFeedback()
     path, layer = split_layer_uri(path, layer)

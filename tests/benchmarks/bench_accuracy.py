@@ -124,7 +124,7 @@ res = assess_accuracy(sys.argv[2], sys.argv[3], "cls", output_report=sys.argv[4]
                       output_matrix=sys.argv[4] + "/matrix.csv", output_metrics=sys.argv[4] + "/metrics.json")
 t1 = time.perf_counter()
 print(json.dumps({"seconds": t1 - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "codes": [c["code"] for c in res.classes], "matrix": res.matrix.tolist(),
+                  "codes": res.classes.codes, "matrix": res.matrix.tolist(),
                   "kappa": res.kappa, "kappa_variance": res.metrics["summary"]["kappa_variance"],
                   "oa": res.overall_accuracy, "exclusions": res.metrics["exclusions"]["conflict_pixels"]}))
 """

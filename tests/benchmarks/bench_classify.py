@@ -98,8 +98,9 @@ def make_scene(folder: Path, size: int, optical_bands: int, sar_bands: int, bloc
 def scene_metadata(model: str, optical_bands: int, sar_bands: int, num_classes: int, config: dict) -> dict:
     from optsar_plugin.classes import generated_palette
 
+    counts = {"optical_bands": optical_bands, "sar_bands": sar_bands, "num_classes": num_classes}
     return {
-        "model": {"name": model, "config": config},
+        "model": {"name": model, "config": {**counts, **config}},
         "bands": {"optical": [f"o{i + 1}" for i in range(optical_bands)], "sar": [f"s{i + 1}" for i in range(sar_bands)]},
         "normalisation": {
             "optical": {"method": "robust_zscore", "to_db": False, "center": [1200.0] * optical_bands,

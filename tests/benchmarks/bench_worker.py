@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TINY = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
 
 
 def worker_environment_seconds() -> float:
@@ -45,31 +44,6 @@ def worker_environment_seconds() -> float:
     return took
 
 
-def tiny_checkpoint(folder: Path, scene) -> str:
-    import numpy as np
-    import rasterio
-    import torch
-
-    from optsar_plugin.checkpoints import save_checkpoint
-    from optsar_plugin.models import build_model
-    from optsar_plugin.normalisation import compute_stats
-
-    with rasterio.open(scene["optical"]) as ds:
-        opt = ds.read().reshape(ds.count, -1)
-        names = [d or f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
-    with rasterio.open(scene["sar"]) as ds:
-        sar = ds.read().reshape(ds.count, -1)
-    torch.manual_seed(0)
-    model = build_model("cloudlulc_net", optical_bands=opt.shape[0], sar_bands=sar.shape[0], num_classes=3, **TINY)
-    meta = {"model": {"name": "cloudlulc_net", "config": model.config}, "bands": {"optical": names, "sar": ["VV", "VH"]},
-            "normalisation": {"optical": compute_stats(opt[:, ::5], "optical", valid=opt[0, ::5] > 0),
-                              "sar": compute_stats(sar[:, ::5], "sar", valid=np.isfinite(sar[0, ::5]))},
-            "classes": [{"code": i, "name": f"c{i}", "color": "#808080"} for i in range(3)], "tile_size": 64}
-    path = folder / "tiny.safetensors"
-    save_checkpoint(path, model, meta)
-    return str(path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -79,6 +53,7 @@ def main(argv=None) -> int:
     from algorithms.worker_client import run_job
     from optsar_plugin.inference import classify
     from optsar_plugin.sample_scene import make_sample_scene
+    from tests.helpers import random_checkpoint
 
     startup = statistics.median(worker_environment_seconds() for _ in range(args.repeat))
     print(f"worker start-up (Python + torch + timm imports, environment job): {startup:.2f} s "
@@ -86,7 +61,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         scene = make_sample_scene(tmp / "scene", size=args.size, seed=1, clouds=False)
-        ckpt = tiny_checkpoint(tmp, scene)
+        ckpt = str(random_checkpoint(scene, tmp / "tiny.safetensors",
+                                     [{"code": i, "name": f"c{i}", "color": "#808080"} for i in range(3)]))
         kwargs = dict(optical=scene["optical"], sar=scene["sar"], checkpoint=ckpt, device="cpu", tile_size=64,
                       overlap=16, batch_size=2)
         classify(output=str(tmp / "warm.tif"), **kwargs)  # warm up the in-process path (imports, caches)

@@ -1,4 +1,7 @@
-"""Run ``qgis_process.bin`` with the project's profile and plugin path (as ``make qgis_process`` does)."""
+"""Run ``qgis_process.bin`` with the project's profile and plugin path (as ``make qgis_process`` does).
+
+Used by ``scripts/demo.py`` and, through ``tests/helpers.py``, by the tests.
+"""
 
 from __future__ import annotations
 

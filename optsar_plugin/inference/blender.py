@@ -1,0 +1,108 @@
+"""Blending overlapping window predictions into final pixels, streaming row by row of windows.
+
+Each window's class probabilities are weighted by a separable Hann-like window
+``w(x) = floor + (1 - floor) * sin^2(pi * (x + 0.5) / T)`` (floor :data:`WEIGHT_FLOOR`),
+summed, and divided by the summed weights.  The floor keeps pixels at the image border
+(covered by one window only) well defined; the taper removes seams because a pixel near
+one window's edge is dominated by the neighbour that sees it near its centre.
+
+Windows are visited row by row.  Only two accumulators live here: the current window's
+(classes + 1, T, T) sums with the ``overlap`` columns shared with the next window, and a
+(classes + 1, overlap, width) band of rows shared with the next row of windows - so
+memory grows with the scene *width* times ``overlap``, never with its height or area.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..classes import NODATA
+
+WEIGHT_FLOOR = 0.05
+
+
+def blend_weights(height: int, width: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
+    """Separable Hann-like weights (H, W) in [floor, 1], highest in the window's centre."""
+
+    def axis(n):
+        x = (np.arange(n, dtype=np.float64) + 0.5) / n
+        return floor + (1.0 - floor) * np.sin(np.pi * x) ** 2
+
+    return np.outer(axis(height), axis(width)).astype(np.float32)
+
+
+class StreamingBlender:
+    """Blends window probabilities visited in row-major order, emitting finished blocks.
+
+    ``rows``/``cols``: window starts from :func:`raster_io.window_starts` (constant
+    stride, overlap < half the tile), ``th``/``tw`` the window size, ``H``/``W`` the
+    output size.  ``add(i, j, probs, valid, cloud)`` takes window (i, j)'s
+    probabilities (C, th, tw) (or None when the window has no valid pixel) and its
+    validity/cloud masks, passes finished pixels to ``sink.put`` and then calls
+    ``sink.done(row_end, col_end)``: every pixel above ``row_end`` and left of
+    ``col_end`` is final.
+    """
+
+    def __init__(self, H, W, C, th, tw, rows, cols, codes, sink, confidence=False, probabilities=False):
+        self.H, self.W, self.C, self.th, self.tw = H, W, C, th, tw
+        self.rows, self.cols = rows, cols
+        self.ov_h = th - (rows[1] - rows[0]) if len(rows) > 1 else 0
+        self.ov_w = tw - (cols[1] - cols[0]) if len(cols) > 1 else 0
+        self.weights = blend_weights(th, tw)
+        self.acc = np.zeros((C + 1, th, tw), np.float32)
+        self._tmp = np.empty((C, th, tw), np.float32)
+        self.carry = np.zeros((C + 1, self.ov_h, W), np.float32)
+        self.lut = np.asarray(codes, np.uint8)
+        self.sink = sink
+        self.want_conf, self.want_probs = confidence, probabilities
+        self.valid_pixels = 0
+        self.cloudy_pixels = 0
+
+    def add(self, i: int, j: int, probs: Optional[np.ndarray], valid: np.ndarray, cloud: Optional[np.ndarray] = None):
+        C, th, tw = self.C, self.th, self.tw
+        acc = self.acc
+        if j == 0:
+            acc[:] = 0.0
+        if probs is not None:
+            np.multiply(probs, self.weights, out=self._tmp)  # no per-window temporary
+            acc[:C] += self._tmp
+            acc[C] += self.weights
+        r0, c0 = self.rows[i], self.cols[j]
+        last_row, last_col = i == len(self.rows) - 1, j == len(self.cols) - 1
+        fw = (self.W - c0) if last_col else (self.cols[j + 1] - c0)
+        in_rows = min(th, self.H - r0)
+        block = acc[:, :in_rows, :fw]
+        if i > 0 and self.ov_h:
+            block[:, : self.ov_h] += self.carry[:, :, c0 : c0 + fw]
+        fh = in_rows if last_row else (self.rows[i + 1] - r0)
+        self._emit(r0, c0, block[:, :fh], valid[:fh, :fw], None if cloud is None else cloud[:fh, :fw])
+        if not last_row and self.ov_h:
+            self.carry[:, :, c0 : c0 + fw] = block[:, fh : fh + self.ov_h]
+        if not last_col:
+            s = self.cols[j + 1] - c0
+            acc[:, :, : tw - s] = acc[:, :, s:]
+            acc[:, :, tw - s :] = 0.0
+        self.sink.done(r0 + fh, c0 + fw)
+
+    def _emit(self, r0, c0, block, valid, cloud):
+        C = self.C
+        wsum = block[C]
+        ok = valid & (wsum > 0)
+        # argmax of the weighted sums = argmax of the probabilities (one positive weight sum per pixel)
+        codes = self.lut[np.argmax(block[:C], axis=0)]
+        codes[~ok] = NODATA
+        if self.want_conf or self.want_probs:
+            probs = block[:C] / np.where(wsum > 0, wsum, 1.0)
+        self.valid_pixels += int(ok.sum())
+        if cloud is not None:
+            self.cloudy_pixels += int((cloud & ok).sum())
+        conf = prob_out = None
+        if self.want_conf:
+            conf = probs.max(axis=0)
+            conf[~ok] = np.nan
+        if self.want_probs:
+            prob_out = probs
+            prob_out[:, ~ok] = np.nan
+        self.sink.put(r0, c0, codes, conf, prob_out)

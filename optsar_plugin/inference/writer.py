@@ -1,0 +1,183 @@
+"""Writing the outputs: whole GeoTIFF tiles as soon as they are final, and the run's tags.
+
+The classification is a tiled (:data:`BLOCK` px), DEFLATE-compressed uint8 GeoTIFF (nodata
+255) with the checkpoint's class codes; confidence (max class probability) and per-class
+probabilities are float32 with NaN nodata.  Finished pixels arrive from the blender; each
+column of tiles keeps them until a whole tile row is final, then writes it once, so GDAL
+compresses every tile exactly once and what waits in memory is at most one unfinished
+tile row across the width.  Tags (:data:`TAG_PREFIX` ``MODEL``, ``CHECKPOINT``,
+``CHECKPOINT_HASH``, ``DATE``, ...) record what made the map.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..classes import NODATA, ClassScheme
+from ..deps import require
+
+BLOCK = 256  # GeoTIFF tile edge of the outputs
+TAG_PREFIX = "OPTSAR_"
+
+
+def output_profile(transform, crs, width: int, height: int, count: int, dtype: str, nodata, predictor=None) -> Dict:
+    """Creation options of an output GeoTIFF: tiled, DEFLATE, BigTIFF when needed, compressed on all cores."""
+    prof = dict(
+        driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs, transform=transform,
+        nodata=nodata, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",  # GDAL compresses tiles in parallel
+    )
+    if predictor:
+        prof["predictor"] = predictor
+    return prof
+
+
+class _TileColumns:
+    """One output raster written in whole GeoTIFF tiles as soon as they are final.
+
+    Finished pixels arrive as blocks (``put``); they are kept per column of tiles
+    ("chunk", ``block`` px wide) until ``done(row_end, col_end)`` says that every
+    pixel above ``row_end`` and left of ``col_end`` is final, and then each chunk
+    left of ``col_end`` writes its complete tile rows in one call.  GDAL thus
+    compresses every tile exactly once, and what waits in memory is at most the
+    unfinished tile row (< ``block`` rows) across the width plus the current
+    window row in the chunks still being blended - not a whole row of windows.
+    """
+
+    def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None):
+        self.ds, self.width, self.height, self.block = ds, width, height, block
+        self.nchunks = -(-width // block)
+        self.pending = [[] for _ in range(self.nchunks)]  # (row0, col offset in chunk, array (bands, h, w))
+        self.start = [0] * self.nchunks  # first unwritten row of each chunk (a multiple of block)
+        self.on_write = on_write
+
+    def put(self, r0: int, c0: int, values: np.ndarray) -> None:
+        h, w = values.shape[-2:]
+        B = self.block
+        for k in range(c0 // B, (c0 + w - 1) // B + 1):
+            a, b = max(c0, k * B), min(c0 + w, (k + 1) * B)
+            self.pending[k].append((r0, a - k * B, values[:, :, a - c0 : b - c0].copy()))
+
+    def done(self, row_end: int, col_end: int) -> None:
+        from rasterio.windows import Window
+
+        B = self.block
+        for k in range(self.nchunks):
+            c_lo, c_hi = k * B, min((k + 1) * B, self.width)
+            if c_hi > col_end:
+                break
+            top = self.start[k]
+            n = row_end - top
+            full = n if row_end >= self.height else (n // B) * B
+            if full <= 0:
+                continue
+            pieces = self.pending[k]
+            out = np.empty((pieces[0][2].shape[0], full, c_hi - c_lo), pieces[0][2].dtype)
+            keep = []
+            for r0, co, arr in pieces:
+                h = arr.shape[1]
+                lo, hi = max(r0, top), min(r0 + h, top + full)
+                if hi > lo:
+                    out[:, lo - top : hi - top, co : co + arr.shape[2]] = arr[:, lo - r0 : hi - r0]
+                if r0 + h > top + full:
+                    cut = max(0, top + full - r0)
+                    keep.append((r0 + cut, co, arr[:, cut:] if cut else arr))
+            self.pending[k] = keep
+            self.ds.write(out, window=Window(c_lo, top, c_hi - c_lo, full))
+            if self.on_write is not None:
+                self.on_write(out)
+            self.start[k] = top + full
+
+
+class TileWriter:
+    """The blender's sink: class codes (uint8), and optionally confidence and probabilities (float32)."""
+
+    def __init__(self, width: int, height: int, classes_ds, confidence_ds=None, probabilities_ds=None,
+                 block: int = BLOCK):
+        self.class_counts = np.zeros(256, np.int64)
+
+        def count(codes):
+            self.class_counts += np.bincount(codes.ravel(), minlength=256)
+
+        self.outputs = [_TileColumns(classes_ds, width, height, block, on_write=count)]
+        self.confidence = _TileColumns(confidence_ds, width, height, block) if confidence_ds is not None else None
+        self.probabilities = (
+            _TileColumns(probabilities_ds, width, height, block) if probabilities_ds is not None else None
+        )
+
+    def put(self, r0, c0, codes, conf=None, probs=None):
+        self.outputs[0].put(r0, c0, codes[None])
+        if self.confidence is not None:
+            self.confidence.put(r0, c0, conf[None])
+        if self.probabilities is not None:
+            self.probabilities.put(r0, c0, probs)
+
+    def done(self, row_end: int, col_end: int):
+        for w in (self.outputs[0], self.confidence, self.probabilities):
+            if w is not None:
+                w.done(row_end, col_end)
+
+
+class OutputRasters:
+    """The run's output rasters, open for writing on their temporary paths, and the blender's sink.
+
+    ``temps``: ``{"output": path, "confidence": path?, "probabilities": path?}``.
+    """
+
+    def __init__(self, stack, temps: Dict[str, str], crs, transform, width: int, height: int, scheme: ClassScheme):
+        rasterio = require("rasterio", "writing rasters")
+
+        def create(key, count, dtype, nodata, predictor=None):
+            if key not in temps:
+                return None
+            profile = output_profile(transform, crs, width, height, count, dtype, nodata, predictor)
+            return stack.enter_context(rasterio.open(temps[key], "w", **profile))
+
+        self.classes = create("output", 1, "uint8", NODATA)
+        self.confidence = create("confidence", 1, "float32", float("nan"), 3)
+        self.probabilities = create("probabilities", len(scheme), "float32", float("nan"), 3)
+        if self.confidence is not None:
+            self.confidence.set_band_description(1, "confidence (max class probability)")
+        if self.probabilities is not None:
+            for k, c in enumerate(scheme.classes, start=1):
+                self.probabilities.set_band_description(k, c.name)
+        self.sink = TileWriter(width, height, self.classes, self.confidence, self.probabilities)
+
+    def tag(self, tags: Dict[str, str], description: str) -> None:
+        """The same tags on every output; ``description`` names the classification's band."""
+        self.classes.set_band_description(1, description)
+        for ds in (self.classes, self.confidence, self.probabilities):
+            if ds is not None:
+                ds.update_tags(**tags)
+
+
+def output_tags(meta, inputs: Dict[str, Optional[str]], bands: Dict[str, list], run: Dict, extra=None) -> Dict[str, str]:
+    """Tags recording the model, the checkpoint, the inputs (file names and bands) and the run's settings.
+
+    ``inputs``: ``optical``, ``sar``, ``cloud_mask``, ``checkpoint`` paths; ``run``: ``tile``,
+    ``overlap``, ``cloud_handling``, ``cloud_fraction``; ``extra`` tags are added as given.
+    """
+    from .. import __version__
+
+    def name(path) -> str:
+        return os.path.basename(os.fspath(path)) if path else ""
+
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    tags = {
+        "MODEL": meta.model, "CHECKPOINT": name(inputs.get("checkpoint")), "CHECKPOINT_HASH": meta.content_hash,
+        "CHECKPOINT_CREATED": meta.created, "DATE": now.isoformat(), "OPTICAL": name(inputs["optical"]),
+        "OPTICAL_BANDS": ",".join(map(str, bands["optical"])), "SAR": name(inputs["sar"]),
+        "SAR_BANDS": ",".join(map(str, bands["sar"])), "TILE_SIZE": str(run["tile"]), "OVERLAP": str(run["overlap"]),
+        "VERSION": __version__,
+    }
+    if inputs.get("cloud_mask"):
+        tags.update(CLOUD_MASK=name(inputs["cloud_mask"]), CLOUD_HANDLING=run["cloud_handling"],
+                    CLOUD_FRACTION=f"{run['cloud_fraction']:.4f}")
+    out = {TAG_PREFIX + k: str(v) for k, v in tags.items()}
+    out.update(TIFFTAG_SOFTWARE=f"OptSAR Fusion {__version__}", TIFFTAG_DATETIME=now.strftime("%Y:%m:%d %H:%M:%S"))
+    out.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return out
