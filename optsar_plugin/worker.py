@@ -104,8 +104,10 @@ def error_kind(exc: BaseException) -> str:
 
     if not isinstance(exc, OptsarError):
         return "internal"
-    own = getattr(exc, "kind", None)
-    return own if own in KINDS else "input"
+    for owner in (exc, *type(exc).__mro__):  # the most specific kind the protocol knows (Terminated -> cancelled)
+        if vars(owner).get("kind") in KINDS:
+            return vars(owner)["kind"]
+    return "input"
 
 
 def one_line(text: str) -> str:
