@@ -27,6 +27,7 @@ COMMANDS = {
     "assess": ("optsar_plugin.accuracy.cli", "assess a classification against reference polygons or points"),
     "sample": ("optsar_plugin.accuracy.sample_cli", "draw a stratified random sample from a classification"),
     "make-sample-scene": ("optsar_plugin.sample_scene", "generate the synthetic demo scene"),
+    "worker": ("optsar_plugin.worker", "run one JSON job and stream JSON-line events (what QGIS calls)"),
 }
 
 

@@ -171,6 +171,9 @@ def train_tiny_checkpoint(scene: dict, path, epochs: int = 1, steps=None, seed: 
     return Path(path)
 
 
+TINY_CLOUDLULC = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
+
+
 def fresh_profile(tmp_path: Path, plugin_zip: Path):
     """(profile, plugins): a new QGIS profile and a plugin folder holding only the unpacked ``plugin_zip``."""
     import zipfile
