@@ -34,6 +34,7 @@ class OptsarFusionPlugin:
         for text, alg in (
             ("Install dependencies (PyTorch, timm)…", "optsar:installdependencies"),
             ("Check environment…", "optsar:checkenvironment"),
+            ("Generate a sample scene…", "optsar:samplescene"),
         ):
             action = QAction(icon, text, self.iface.mainWindow())
             action.triggered.connect(lambda _checked=False, a=alg: self._open_dialog(a))

@@ -1,8 +1,10 @@
-"""What every OptSAR Fusion algorithm shares: group, icon, help link, engine-error handling.
+"""What every OptSAR Fusion algorithm shares: group, icon, help link, engine calls.
 
-Algorithms stay thin: parameters in, one engine call, outputs out.  Engine errors
-(:class:`optsar_plugin.errors.OptsarError`) become ``QgsProcessingException`` with the
-engine's message, so ``qgis_process`` users see one line and a non-zero exit code.
+Algorithms stay thin: parameters in, one engine call, outputs out.  Algorithms that need
+PyTorch call the engine through the worker process (:meth:`OptsarAlgorithm.run_worker`,
+``worker_client``); numpy/GDAL-only ones call it in process (:meth:`OptsarAlgorithm.run_engine`).
+Either way engine errors become ``QgsProcessingException`` with the engine's one-line message,
+so ``qgis_process`` users see one line and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingParameterBand,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
 )
+from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QIcon
 
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ICON_DIR = os.path.join(PLUGIN_DIR, "resources", "icons")
-README_URL = "https://github.com/optsar-fusion/optsar_fusion/blob/main/README.md"
+# No website: help opens the README shipped inside the plugin folder.
+README_URL = QUrl.fromLocalFile(os.path.join(PLUGIN_DIR, "README.md")).toString()
 
 
 class FeedbackAdapter:
@@ -94,13 +99,50 @@ class OptsarAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def run_engine(call: Callable, *args, **kwargs):
-        """Run an engine function; its user-facing errors become ``QgsProcessingException``."""
+        """Run a numpy/GDAL-only engine function in process; its user errors become ``QgsProcessingException``."""
         from optsar_plugin.errors import OptsarError
 
         try:
             return call(*args, **kwargs)
         except OptsarError as exc:
             raise QgsProcessingException(str(exc)) from None
+
+    @staticmethod
+    def run_worker(function: str, kwargs: dict, feedback, outputs=(), temporary_inputs=()) -> dict:
+        """Run an engine function in the worker process (see ``worker_client``); returns its result.
+
+        ``outputs`` are removed (with their temporary siblings) if the run fails or is cancelled;
+        ``temporary_inputs`` (layers exported for the worker) are removed after the run in any case.
+        """
+        from .worker_client import run_job
+
+        try:
+            return run_job(function, kwargs, feedback, outputs=outputs)
+        finally:
+            for path in temporary_inputs:
+                remove_with_sidecars(path)
+
+    def vector_file(self, parameters, name, context, feedback):
+        """(path, layer name, temporary path or None): a file OGR reads for a vector parameter.
+
+        The layer's own file when it is one; memory and database layers, selections and subsets
+        are written to a temporary GeoPackage, which the caller removes after the run.
+        """
+        path, layer_name = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, name, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
+        temp_root = os.path.abspath(QgsProcessingUtils.tempFolder())
+        temporary = path if path and os.path.abspath(path).startswith(temp_root + os.sep) else None
+        return path, layer_name or None, temporary
+
+
+def remove_with_sidecars(path) -> None:
+    if not path:
+        return
+    for p in (path, path + "-wal", path + "-shm", path + ".aux.xml"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
 
 
 def raster_path(layer, name: str) -> str:

@@ -1,10 +1,11 @@
 """optsar:classify: land cover from an optical + SAR pair with a trained checkpoint (thin skin over the engine).
 
-Everything happens in :func:`optsar_plugin.inference.classify`; this file turns
-parameters into its arguments, checks early what can be known before a run
-(:meth:`ClassifyAlgorithm.checkParameterValues`), and styles the loaded output
-with a layer post-processor.  No GUI calls: it runs the same from the Toolbox,
-the graphical modeler and ``qgis_process``.
+Everything happens in :func:`optsar_plugin.inference.classify`, run in the engine worker
+process (torch never loads in QGIS); this file turns parameters into its arguments, checks
+early what can be known before a run (:meth:`ClassifyAlgorithm.checkParameterValues`: the
+engine's torch-free ``check_fit`` on the checkpoint's JSON header), and styles the loaded
+outputs with layer post-processors.  No GUI calls: it runs the same from the Toolbox, the
+graphical modeler and ``qgis_process``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from qgis.core import (
 
 from optsar_plugin.options import DEFAULT_BATCH, DEFAULT_TILE, DEVICES, MODELS, PRECISIONS  # torch-free
 
-from .base import FeedbackAdapter, ImageryInputs, OptsarAlgorithm
+from .base import ImageryInputs, OptsarAlgorithm
 
 PARAMETER_LABELS = {"model": "MODEL", "optical_bands": "OPTICAL_BANDS", "sar_bands": "SAR_BANDS"}
 
@@ -46,6 +47,12 @@ class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         if not ok and feedback is not None:
             feedback.reportError(f"Could not apply the class style {self.qml_path}: {message}", fatalError=False)
         layer.triggerRepaint()
+
+
+def keep_post_processor(context, path, processor) -> None:
+    """Attach ``processor`` to the output layer ``path`` loads as, keeping it referenced (see above)."""
+    _POST_PROCESSORS[path] = processor
+    context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
 
 
 class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
@@ -211,25 +218,22 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
     # -- run ---------------------------------------------------------------------------------
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from optsar_plugin.inference import classify
-
         optical_layer = self.parameterAsRasterLayer(parameters, self.OPTICAL, context)
         imagery = self.imagery_inputs(parameters, context)
         extent = None
         if parameters.get(self.EXTENT):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, optical_layer.crs())
             if not rect.isNull() and not rect.isEmpty():
-                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+                extent = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
         model = self.parameterAsEnumString(parameters, self.MODEL, context) if parameters.get(self.MODEL) else None
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         confidence = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
         probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
-        result = self.run_engine(
-            classify,
-            imagery["optical"],
-            imagery["sar"],
-            self.parameterAsFile(parameters, self.CHECKPOINT, context),
-            output,
+        kwargs = dict(
+            optical=imagery["optical"],
+            sar=imagery["sar"],
+            checkpoint=self.parameterAsFile(parameters, self.CHECKPOINT, context),
+            output=output,
             optical_bands=imagery["optical_bands"],
             sar_bands=imagery["sar_bands"],
             cloud_mask=imagery["cloud_mask"],
@@ -243,8 +247,8 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "fp32",
             output_confidence=confidence,
             output_probabilities=probabilities,
-            feedback=FeedbackAdapter(feedback),
         )
+        result = self.run_worker("classify", kwargs, feedback, outputs=[output, confidence, probabilities])
         share = result["seconds_model"] / result["seconds"] if result["seconds"] else 0.0
         feedback.pushInfo(
             f"Classified {result['width']} x {result['height']} px in {result['windows']} window(s) in "
@@ -252,9 +256,7 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
         )
         for path, style in ((output, result["qml"]), (confidence, result.get("confidence_qml"))):
             if path and style and context.willLoadLayerOnCompletion(path):
-                processor = ClassStylePostProcessor(style)
-                _POST_PROCESSORS[path] = processor
-                context.layerToLoadOnCompletionDetails(path).setPostProcessor(processor)
+                keep_post_processor(context, path, ClassStylePostProcessor(style))
         return {
             self.OUTPUT: result["output"],
             self.OUTPUT_CONFIDENCE: result["confidence"],

@@ -1,16 +1,16 @@
-"""optsar:installdependencies: install the pinned PyTorch/timm into a plugin-local folder."""
+"""optsar:installdependencies: prepare the engine worker's Python (a venv with the pinned PyTorch, timm...)."""
 
 from __future__ import annotations
 
-import importlib
-import sys
+import os
 
 from qgis.core import (
+    QgsProcessingException,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
 )
 
-from .base import OptsarAlgorithm
+from .base import FeedbackAdapter, OptsarAlgorithm
 
 
 class InstallDependenciesAlgorithm(OptsarAlgorithm):
@@ -19,46 +19,54 @@ class InstallDependenciesAlgorithm(OptsarAlgorithm):
     GROUP = "Setup"
     GROUP_ID = "setup"
     HELP_ANCHOR = "optsarinstalldependencies"
-    TAGS = ("pip", "torch", "install", "cuda")
+    TAGS = ("pip", "torch", "install", "cuda", "venv", "worker")
     HELP = (
-        "Installs the pinned PyTorch, torchvision, timm and safetensors with pip into a folder inside the "
-        "plugin (ext-libs), which the plugin adds to Python's path. The build is chosen from what "
-        "<code>nvidia-smi</code> reports: a CUDA build when an NVIDIA driver is present, the CPU build "
-        "otherwise; mamba-ssm (optional, MOSFNet's fast scan) is built only when a CUDA toolchain (nvcc) exists. "
-        "A torch that already imports with CUDA is never replaced.<br>"
-        "<b>DRY_RUN</b>: only report the pip commands that would run.<br>"
-        "Outputs: <b>PLAN</b> (what was decided and why) and <b>REPORT</b> (the environment afterwards). "
-        "Restart QGIS after an installation."
+        "Prepares the Python in which the networks run. PyTorch never loads inside QGIS: 'Train', 'Classify' and "
+        "'Check environment' start a separate Python process, the engine worker. This algorithm creates that "
+        "worker's environment - a virtual environment made from QGIS's own Python with its system packages visible "
+        "(GDAL, rasterio and numpy that come with QGIS), in the QGIS profile folder "
+        "(<code>optsar_fusion/worker-env</code>, so a plugin update keeps it) - and installs the pinned PyTorch, "
+        "torchvision, timm and safetensors with pip (numpy kept below 2; rasterio only if it does not import). The "
+        "build follows what <code>nvidia-smi</code> reports: a CUDA build when an NVIDIA driver is present, the CPU "
+        "build otherwise; mamba-ssm (optional) is built only when a CUDA toolchain (nvcc) exists. PyTorch comes "
+        "first from PyTorch's own wheel index, else from pip's configured index (PyPI): an index that cannot be "
+        "reached is skipped with a message saying so. A worker Python that already runs the networks (with CUDA "
+        "when there is a GPU) is kept. The CUDA build needs several GB of disk.<br>"
+        "<b>DRY_RUN</b>: only report what would be done.<br>"
+        "Outputs: <b>PLAN</b> (what was decided and why), <b>PYTHON</b> (the worker's Python) and <b>REPORT</b> "
+        "(the worker's environment afterwards). No restart of QGIS is needed."
     )
 
     DRY_RUN = "DRY_RUN"
     PLAN = "PLAN"
+    PYTHON = "PYTHON"
     REPORT = "REPORT"
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterBoolean(self.DRY_RUN, "Only show what would be installed", False))
         self.addOutput(QgsProcessingOutputString(self.PLAN, "Installation plan"))
+        self.addOutput(QgsProcessingOutputString(self.PYTHON, "The engine worker's Python"))
         self.addOutput(QgsProcessingOutputString(self.REPORT, "Environment report"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from optsar_plugin.environment import environment_report, format_report
-        from optsar_plugin.installer import plan_install, probe, run_plan, site_dir
+        from optsar_plugin.environment import format_report
+        from optsar_plugin.installer import environment_of, plan_install, probe, run_plan
 
-        from .base import FeedbackAdapter
+        from .worker_client import find_python, managed_env_dir
 
-        dry = self.parameterAsBoolean(parameters, self.DRY_RUN, context)
-        plan = plan_install(probe())
-        lines = plan.reasons + ["$ " + " ".join(c) for c in plan.commands]
-        if not plan.commands:
-            lines.append("Nothing to install.")
-        text = "\n".join(lines)
+        try:
+            current = find_python()[0]
+        except QgsProcessingException:
+            current = None
+        feedback.pushInfo(f"Probing the worker's Python: {current or 'none yet'}")
+        plan = plan_install(probe(current), managed_env_dir())
+        text = "\n".join(plan.describe())
         feedback.pushInfo(text)
-        if plan.commands and not dry:
-            self.run_engine(run_plan, plan, FeedbackAdapter(feedback))
-            target = site_dir()
-            if target not in sys.path:
-                sys.path.append(target)
-            importlib.invalidate_caches()
-        report = format_report(environment_report())
+        if (plan.steps or plan.create_env) and not self.parameterAsBoolean(parameters, self.DRY_RUN, context):
+            done = self.run_engine(run_plan, plan, FeedbackAdapter(feedback))
+            feedback.pushInfo("Done: " + "; ".join(done))
+        python = plan.python if os.path.isfile(plan.python) else (current or "")
+        env = environment_of(python) if python else {}
+        report = format_report(env) if env else f"The worker's Python ({python or 'none'}) cannot report its environment."
         feedback.pushInfo(report)
-        return {self.PLAN: text, self.REPORT: report}
+        return {self.PLAN: text, self.PYTHON: python, self.REPORT: report}

@@ -1,6 +1,7 @@
 """optsar:train: train or fine-tune a network and write a checkpoint (thin skin over the engine).
 
-Everything happens in :func:`optsar_plugin.training.train`; this file turns
+Everything happens in :func:`optsar_plugin.training.train`, run in the engine worker process
+(torch never loads in QGIS); this file turns
 parameters into its arguments, checks early what can be known before a run, and
 reports the best epoch.  No GUI calls: it runs the same from the Toolbox, the
 graphical modeler and ``qgis_process``.
@@ -24,7 +25,7 @@ from qgis.core import (
 from optsar_plugin.options import CLOUD_SIMULATION, DEVICES, MODEL_SIZES, MODELS  # torch-free
 from optsar_plugin.options import TRAIN_PRECISIONS as PRECISIONS
 
-from .base import FeedbackAdapter, ImageryInputs, OptsarAlgorithm, raster_path
+from .base import ImageryInputs, OptsarAlgorithm, raster_path
 
 
 class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
@@ -191,33 +192,31 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
     # -- run -----------------------------------------------------------------------------------
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from optsar_plugin.training import train
-
         imagery = self.imagery_inputs(parameters, context)
-        reference = reference_layer = labels = None
+        reference = reference_layer = labels = temporary = None
         if parameters.get(self.REFERENCE):
-            # A file OGR can read: the layer's own file, or a temporary GeoPackage (memory layers, selections...).
-            reference, reference_layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-                parameters, self.REFERENCE, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
+            reference, reference_layer, temporary = self.vector_file(parameters, self.REFERENCE, context, feedback)
         if parameters.get(self.LABELS):
             labels = raster_path(self.parameterAsRasterLayer(parameters, self.LABELS, context), "label raster")
-        init = self.parameterAsFile(parameters, self.INIT_CHECKPOINT, context) or None
-        result = self.run_engine(
-            train,
-            imagery["optical"],
-            imagery["sar"],
-            self.parameterAsFileOutput(parameters, self.OUTPUT_CHECKPOINT, context),
+        outputs = {
+            "output_checkpoint": self.parameterAsFileOutput(parameters, self.OUTPUT_CHECKPOINT, context),
+            "output_log": self.parameterAsFileOutput(parameters, self.OUTPUT_LOG, context) or None,
+            "output_curve": self.parameterAsFileOutput(parameters, self.OUTPUT_CURVE, context) or None,
+        }
+        kwargs = dict(
+            optical=imagery["optical"],
+            sar=imagery["sar"],
             reference=reference,
             class_field=self._field(parameters, self.CLASS_FIELD, context),
             name_field=self._field(parameters, self.NAME_FIELD, context),
-            reference_layer=reference_layer or None,
+            reference_layer=reference_layer,
             labels=labels,
             optical_bands=imagery["optical_bands"],
             sar_bands=imagery["sar_bands"],
             cloud_mask=imagery["cloud_mask"],
             model=self.parameterAsEnumString(parameters, self.MODEL, context) or "specsar_former",
             model_size=self.parameterAsEnumString(parameters, self.MODEL_SIZE, context) or "small",
-            init_checkpoint=init,
+            init_checkpoint=self.parameterAsFile(parameters, self.INIT_CHECKPOINT, context) or None,
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
@@ -225,13 +224,13 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
-            output_log=self.parameterAsFileOutput(parameters, self.OUTPUT_LOG, context) or None,
-            output_curve=self.parameterAsFileOutput(parameters, self.OUTPUT_CURVE, context) or None,
             steps_per_epoch=self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context) or None,
             cloud_simulation=self.parameterAsEnumString(parameters, self.CLOUD_SIMULATION, context) or "auto",
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "fp32",
-            feedback=FeedbackAdapter(feedback),
+            **outputs,
         )
+        result = self.run_worker("train", kwargs, feedback, outputs=outputs.values(),
+                                 temporary_inputs=[temporary] if temporary else [])
         best = result["best"]
         feedback.pushInfo(
             f"Best epoch {result['best_epoch']} of {len(result['history'])}: validation mIoU "

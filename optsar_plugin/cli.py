@@ -2,7 +2,8 @@
 
 Each command lives in its own module, which provides ``add_arguments(parser)`` and
 ``run_cli(args, feedback) -> int``; modules are imported only when their command
-runs.  User errors print one line (``error: ...``) and exit with status 2; SIGTERM
+runs.  User errors print one line (``error: ...``) and exit with status 2 (``batch`` exits with 1
+when a scene failed: its manifest says which and why); SIGTERM
 removes the run's temporary files and exits with status 143.
 """
 
@@ -21,10 +22,12 @@ COMMANDS = {
     "env": ("optsar_plugin.environment", "report Python, torch, CUDA/GPU, timm and mamba-ssm"),
     "models": ("optsar_plugin.environment", "list the available networks"),
     "classify": ("optsar_plugin.inference.cli", "classify an optical + SAR scene with a checkpoint"),
+    "batch": ("optsar_plugin.batch.cli", "classify many scenes on a Dask cluster into a manifest, areas and a mosaic"),
     "train": ("optsar_plugin.training", "train or fine-tune a network and write a checkpoint"),
     "assess": ("optsar_plugin.accuracy.cli", "assess a classification against reference polygons or points"),
     "sample": ("optsar_plugin.accuracy.sample_cli", "draw a stratified random sample from a classification"),
     "make-sample-scene": ("optsar_plugin.sample_scene", "generate the synthetic demo scene"),
+    "worker": ("optsar_plugin.worker", "run one JSON job and stream JSON-line events (what QGIS calls)"),
 }
 
 

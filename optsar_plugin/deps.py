@@ -7,9 +7,9 @@ import importlib
 from .errors import MissingDependencyError
 
 INSTALL_HINT = (
-    "Install the pinned packages into QGIS's Python with the Processing algorithm "
+    "Prepare the engine worker's Python with the Processing algorithm "
     "'OptSAR Fusion > Setup > Install dependencies' (optsar:installdependencies), or run "
-    "'python -m pip install -r requirements.txt' from the plugin folder."
+    "'python -m pip install -r requirements.txt' (from the plugin folder) in the Python that runs the engine."
 )
 
 

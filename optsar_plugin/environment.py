@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import sys
 from typing import Dict
@@ -21,12 +22,29 @@ def _version(module: str):
     return str(getattr(mod, "__version__", "unknown")), None
 
 
+def system_memory_gib():
+    """(total, available) physical memory in GiB from /proc/meminfo or sysconf; (None, None) when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in fh if line.split()[1:]}
+        return round(info["MemTotal"] / 2**20, 2), round(info.get("MemAvailable", info["MemFree"]) / 2**20, 2)
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return round(total / 2**30, 2), None
+    except (AttributeError, ValueError, OSError):
+        return None, None
+
+
 def environment_report() -> Dict:
     """A JSON-serialisable dict describing the environment."""
     report = {
         "python": sys.version.split()[0],
         "python_executable": sys.executable,
         "platform": platform.platform(),
+        "memory_gib": None,
+        "memory_available_gib": None,
         "numpy": _version("numpy")[0],
         "torch": None,
         "torch_error": None,
@@ -41,6 +59,7 @@ def environment_report() -> Dict:
         "mamba_ssm": None,
         "selective_scan": "pure PyTorch (CPU/GPU fallback)",
     }
+    report["memory_gib"], report["memory_available_gib"] = system_memory_gib()
     report["torch"], report["torch_error"] = _version("torch")
     if report["torch"]:
         import torch
@@ -71,6 +90,7 @@ def format_report(report: Dict) -> str:
 
     lines = [
         f"Python            {report['python']} ({report['python_executable']})",
+        f"Memory            {show(report.get('memory_gib'))} GiB, {show(report.get('memory_available_gib'))} GiB available",
         f"NumPy             {show(report['numpy'])}",
         f"PyTorch           {show(report['torch'])}" + (f"  [{report['torch_error']}]" if report["torch_error"] else ""),
         f"CUDA (torch)      {show(report['cuda_version'])}; GPU available: {'yes' if report['cuda_available'] else 'no'}",

@@ -167,13 +167,15 @@ def _running(pid: int) -> bool:
     return True
 
 
-def sweep_leftovers(folder: PathLike) -> List[str]:
+def sweep_leftovers(folder: PathLike, killed: Iterable[int] = ()) -> List[str]:
     """Remove temporary files that runs of this host left in ``folder`` when they were killed.
 
     Only names of the form written by :func:`temp_path` whose process no longer runs
     are removed (files of running processes, of this process and of other hosts sharing
-    the folder are left alone).  Returns the removed paths.
+    the folder are left alone).  ``killed``: process ids the caller has just killed (they
+    may still exist as zombies, which look alive).  Returns the removed paths.
     """
+    killed = set(killed)
     removed = []
     try:
         names = os.listdir(folder)
@@ -181,7 +183,8 @@ def sweep_leftovers(folder: PathLike) -> List[str]:
         return removed
     for name in names:
         m = _LEFTOVER.match(name)
-        if not m or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _running(int(m["pid"])):
+        pid = int(m["pid"]) if m else 0
+        if not m or m["host"] != _HOST or pid == os.getpid() or (pid not in killed and _running(pid)):
             continue
         path = os.path.join(folder, name)
         if os.path.isfile(path) and not os.path.islink(path):

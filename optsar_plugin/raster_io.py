@@ -192,6 +192,16 @@ def region_for_extent(ds, extent: Optional[Sequence[float]] = None, extent_crs=N
     return Region(r0, c0, r1 - r0, c1 - c0)
 
 
+def area_unit(crs) -> str:
+    """The unit of pixel areas in ``crs``: 'm²' for metric CRSs, 'degree²' for geographic ones, else '<unit>²'."""
+    if crs is None:
+        return "map units²"
+    if crs.is_geographic:
+        return "degree²"
+    unit = (crs.linear_units or "").lower()
+    return "m²" if unit in ("metre", "meter", "m", "metres", "meters") else f"{unit or 'map unit'}²"
+
+
 def region_bounds(ds, region: Region) -> Tuple[float, float, float, float]:
     from rasterio.windows import bounds
 

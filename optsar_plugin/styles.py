@@ -310,7 +310,7 @@ def apply_class_metadata(target, scheme: ClassScheme, band: int = 1) -> None:
         _write_pam_category_names(target.name, names, band)
         return
     path = Path(target)
-    if not path.is_file():
+    if not str(target).startswith("/vsi") and not path.is_file():  # GDAL's virtual files are not on disk
         raise InputError(f"Raster '{path}' does not exist.")
     gdal = _gdal()
     if gdal is not None:

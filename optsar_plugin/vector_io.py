@@ -9,7 +9,7 @@ repaired, dropped or found outside the raster.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,8 +28,9 @@ def list_ids(ids: Sequence, limit: int = MAX_LISTED_IDS) -> str:
     return head + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
+@functools.cache
 def ogr_modules():
-    """``(gdal, ogr, osr)`` from the GDAL Python bindings."""
+    """``(gdal, ogr, osr)`` from the GDAL Python bindings (looked up once: it is called per feature)."""
     from .deps import require
 
     require("osgeo.ogr", "reading vector layers")
@@ -150,7 +151,8 @@ class ReferenceData:
     path: str
     layer: str
     class_field: str
-    shapes_by_code: Dict[int, List[Tuple[dict, Tuple[float, float, float, float]]]] = field(default_factory=dict)
+    # class code -> [(OGR geometry in the raster CRS, (minx, miny, maxx, maxy))]
+    shapes_by_code: Dict[int, List[Tuple[object, Tuple[float, float, float, float]]]] = field(default_factory=dict)
     point_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     point_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     point_fids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -238,7 +240,7 @@ def _add_feature(out: ReferenceData, geom, flat, code: int, fid: int, bounds, po
         out.geometry_kinds.add("point")
     else:
         out.geometry_kinds.add("line" if flat in (ogr.wkbLineString, ogr.wkbMultiLineString) else "polygon")
-        out.shapes_by_code.setdefault(code, []).append((json.loads(geom.ExportToJson()), (minx, miny, maxx, maxy)))
+        out.shapes_by_code.setdefault(code, []).append((geom, (minx, miny, maxx, maxy)))
     out.n_used += 1
 
 

@@ -1,7 +1,9 @@
 """Regenerate the graphical models in resources/models/ from code (run under QGIS's Python).
 
 Writing .model3 files through the QGIS API keeps them valid for the QGIS version that reads
-them; the committed files are the output of this script.  Usage:
+them; the committed files are the output of this script.  The provider offers each model under
+its file name (``optsar:classify_and_assess``: ids without spaces) and points its help at the README
+shipped in the plugin folder (no HELP_URL in the files: an absolute path would be the build machine's).  Usage:
     make qgis_python SCRIPT=scripts/build_models.py   (or: QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/build_models.py)
 """
 
@@ -33,7 +35,6 @@ from qgis.core import (  # noqa: E402
 from qgis.PyQt.QtCore import QPointF  # noqa: E402
 
 MODELS = ("mosfnet", "specsar_former", "cloudlulc_net")
-HELP_URL = "https://github.com/optsar-fusion/optsar_fusion/blob/main/README.md#graphical-models"
 Src = QgsProcessingModelChildParameterSource
 
 
@@ -99,7 +100,7 @@ def assess_child(x, y, reference_param="reference"):
 
 def classify_and_assess() -> QgsProcessingModelAlgorithm:
     m = QgsProcessingModelAlgorithm("Classify and assess", "OptSAR Fusion models", "classify_and_assess")
-    m.setHelpContent({"HELP_URL": HELP_URL, "ALG_CREATOR": "OptSAR Fusion", "ALG_DESC": "Classify an optical + SAR scene with a checkpoint, then assess the map against "
+    m.setHelpContent({"ALG_CREATOR": "OptSAR Fusion", "ALG_DESC": "Classify an optical + SAR scene with a checkpoint, then assess the map against "
                       "reference polygons or points. OA, kappa, mIoU and macro-F1 are among the results "
                       "(assess:OA, assess:KAPPA, assess:MIOU, assess:MACRO_F1)."})
     imagery_params(m)
@@ -111,7 +112,7 @@ def classify_and_assess() -> QgsProcessingModelAlgorithm:
 
 def train_classify_and_assess() -> QgsProcessingModelAlgorithm:
     m = QgsProcessingModelAlgorithm("Train, classify and assess", "OptSAR Fusion models", "train_classify_and_assess")
-    m.setHelpContent({"HELP_URL": HELP_URL, "ALG_CREATOR": "OptSAR Fusion", "ALG_DESC": "Train a network on training reference polygons, classify the scene with the new "
+    m.setHelpContent({"ALG_CREATOR": "OptSAR Fusion", "ALG_DESC": "Train a network on training reference polygons, classify the scene with the new "
                       "checkpoint, and assess the map against separate (held-out) reference data. "
                       "OA, kappa, mIoU and macro-F1 are among the results (assess:OA, assess:KAPPA, assess:MIOU)."})
     imagery_params(m)

@@ -22,6 +22,10 @@ PLUGIN = "optsar_fusion"
 # Development-only paths that never go into the zip.
 EXCLUDE_TOP = {"tests", ".ci", "scripts", "Makefile", "requirements-dev.txt", "pytest.ini", "ruff.toml", ".gitignore", "docs",
                "pyproject.toml"}  # the engine's own pip packaging is not part of the QGIS plugin
+# qgis-plugin-ci insists on these keys (plugins.qgis.org needs them to publish).  This plugin is not
+# published and has no website, so metadata.txt has none: the staged copy gets stand-ins, which are
+# stripped from the zip's metadata.txt again (the shipped metadata names no placeholder address).
+CI_ONLY_KEYS = {"tracker": "unpublished", "repository": "unpublished"}
 
 
 def tracked_files() -> list:
@@ -45,6 +49,8 @@ def build(version: str, out: Path) -> Path:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dst)
     shutil.copy2(ROOT / "CHANGELOG.md", stage / "CHANGELOG.md")
+    with open(stage / PLUGIN / "metadata.txt", "a", encoding="utf-8") as fh:
+        fh.writelines(f"{k}={v}\n" for k, v in CI_ONLY_KEYS.items())
     (stage / ".qgis-plugin-ci").write_text(
         f"plugin_path: {PLUGIN}\n"
         "github_organization_name: optsar-fusion\n"
@@ -61,9 +67,23 @@ def build(version: str, out: Path) -> Path:
         raise SystemExit(f"qgis-plugin-ci did not write {zip_path.name}: {os.listdir(stage)}")
     out.mkdir(parents=True, exist_ok=True)
     final = out / zip_path.name
-    shutil.move(str(zip_path), final)
+    strip_ci_keys(zip_path, final)
+    zip_path.unlink()
     print(final)
     return final
+
+
+def strip_ci_keys(src: Path, dst: Path) -> None:
+    """Copy the zip, removing the CI_ONLY_KEYS lines from its metadata.txt."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == f"{PLUGIN}/metadata.txt":
+                lines = data.decode("utf-8").splitlines(keepends=True)
+                data = "".join(ln for ln in lines if ln.split("=", 1)[0] not in CI_ONLY_KEYS).encode("utf-8")
+            zout.writestr(item, data)
 
 
 if __name__ == "__main__":

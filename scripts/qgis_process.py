@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # Debian's /usr/bin/qgis_process wrapper is broken on 3.22
 
 
-def qgis_env(profile: Path = ROOT / ".qgis-profile", plugin_path: Path = ROOT / ".qgis-plugins") -> dict:
+def qgis_env(profile: Path = ROOT / ".qgis-profile", plugin_path: Path = ROOT / ".qgis-plugins",
+             extra_env: dict = None) -> dict:
     env = dict(os.environ)
     tmp = ROOT / ".qgis-tmp"
     tmp.mkdir(exist_ok=True)
@@ -26,6 +27,7 @@ def qgis_env(profile: Path = ROOT / ".qgis-profile", plugin_path: Path = ROOT / 
         TMPDIR=str(tmp),
         PYTHONDONTWRITEBYTECODE="1",
     )
+    env.update(extra_env or {})
     return env
 
 

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-venv python3-pip zip unzip git make)
+# xvfb/xauth and Mesa's GL: the desktop test starts the real `qgis` under xvfb-run (tests/test_desktop.py).
+APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-venv python3-pip zip unzip git make
+              xvfb xauth libgl1-mesa-dri libglx-mesa0)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

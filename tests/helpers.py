@@ -103,6 +103,62 @@ def model_inputs(optical_bands: int, sar_bands: int, h: int, w=None, batch: int 
     return torch.randn(batch, optical_bands, h, w, generator=g), torch.randn(batch, sar_bands, h, w, generator=g)
 
 
+TINY_CLOUDLULC = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
+THREE_CLASSES = [
+    {"code": 0, "name": "water", "color": "#419BDF"},
+    {"code": 4, "name": "crops", "color": "#E49635"},
+    {"code": 6, "name": "built", "color": "#C4281B"},
+]
+
+
+def random_checkpoint(optical, sar, path, classes=THREE_CLASSES, config=TINY_CLOUDLULC, tile_size: int = 64,
+                      seed: int = 0) -> dict:
+    """A tiny CloudLULC-Net with seeded random weights, normalised on the given scene (no training); its info."""
+    import rasterio
+    import torch
+
+    from optsar_plugin.checkpoints import save_checkpoint
+    from optsar_plugin.models import build_model
+    from optsar_plugin.normalisation import compute_stats
+
+    with rasterio.open(optical) as ds:
+        opt = ds.read().reshape(ds.count, -1)
+        names = [d or f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
+    with rasterio.open(sar) as ds:
+        sar_px = ds.read().reshape(ds.count, -1)
+    torch.manual_seed(seed)
+    model = build_model("cloudlulc_net", optical_bands=opt.shape[0], sar_bands=sar_px.shape[0],
+                        num_classes=len(classes), **config)
+    meta = {
+        "model": {"name": "cloudlulc_net", "config": model.config},
+        "bands": {"optical": names, "sar": ["VV", "VH"][: sar_px.shape[0]]},
+        "normalisation": {"optical": compute_stats(opt[:, ::5], "optical", valid=opt[0, ::5] > 0),
+                          "sar": compute_stats(sar_px[:, ::5], "sar", valid=np.isfinite(sar_px[0, ::5]))},
+        "classes": list(classes),
+        "tile_size": tile_size,
+    }
+    save_checkpoint(path, model, meta)
+    return {"checkpoint": str(path), "n_optical": opt.shape[0]}
+
+
+def batch_scenes(root: Path, broken: bool = True) -> dict:
+    """Three 96 x 96 sample scenes (and one whose SAR file is not a raster) in ``root/scenes.csv``, relative
+    paths; a tiny random checkpoint.  Returns {"root", "table", "checkpoint"}."""
+    from optsar_plugin.sample_scene import make_sample_scene
+
+    root = Path(root)
+    rows = ["name,optical,sar,cloud_mask"]
+    for k in range(3):
+        make_sample_scene(root / f"s{k}", size=96, seed=k)
+        rows.append(f"scene{k},s{k}/optical.tif,s{k}/sar.tif,s{k}/cloud_mask.tif")
+    if broken:
+        (root / "broken_sar.tif").write_bytes(b"this is not a raster")
+        rows.append("broken,s0/optical.tif,broken_sar.tif,")
+    (root / "scenes.csv").write_text("\n".join(rows) + "\n")
+    ck = random_checkpoint(root / "s0" / "optical.tif", root / "s0" / "sar.tif", root / "tiny.safetensors")
+    return {"root": root, "table": root / "scenes.csv", "checkpoint": ck["checkpoint"]}
+
+
 def train_tiny_checkpoint(scene: dict, path, epochs: int = 1, steps=None, seed: int = 1) -> Path:
     """A CloudLULC-Net checkpoint trained briefly on a sample scene through the engine's command line."""
     cmd = [sys.executable, "-m", "optsar_plugin", "-q", "train", "--optical", scene["optical"], "--sar", scene["sar"],
@@ -112,6 +168,9 @@ def train_tiny_checkpoint(scene: dict, path, epochs: int = 1, steps=None, seed: 
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return Path(path)
+
+
+TINY_CLOUDLULC = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
 
 
 def fresh_profile(tmp_path: Path, plugin_zip: Path):

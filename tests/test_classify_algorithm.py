@@ -9,46 +9,18 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from tests.helpers import run_algorithm_json, run_qgis_process, write_raster
-
-TINY = dict(channels=8, num_blocks=1, order=2, embed_dim=16, depth=1, heads=2)
-CLASSES = [
-    {"code": 0, "name": "water", "color": "#419BDF"},
-    {"code": 4, "name": "crops", "color": "#E49635"},
-    {"code": 6, "name": "built", "color": "#C4281B"},
-]
+from tests.helpers import random_checkpoint, run_algorithm_json, run_qgis_process, write_raster
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Sample scene (UTM optical 10 bands, EPSG:4326 SAR, cloud mask) and a tiny CloudLULC-Net checkpoint."""
-    import torch
-
-    from optsar_plugin.checkpoints import save_checkpoint
-    from optsar_plugin.models import build_model
-    from optsar_plugin.normalisation import compute_stats
     from optsar_plugin.sample_scene import make_sample_scene
 
     folder = tmp_path_factory.mktemp("classify_alg")
     paths = make_sample_scene(folder / "scene", size=128, seed=4)
-    with rasterio.open(paths["optical"]) as ds:
-        opt = ds.read().reshape(ds.count, -1)
-        names = [d or f"b{i + 1}" for i, d in enumerate(ds.descriptions)]
-    with rasterio.open(paths["sar"]) as ds:
-        sar = ds.read().reshape(ds.count, -1)
-    torch.manual_seed(0)
-    model = build_model("cloudlulc_net", optical_bands=opt.shape[0], sar_bands=sar.shape[0], num_classes=3, **TINY)
-    meta = {
-        "model": {"name": "cloudlulc_net", "config": model.config},
-        "bands": {"optical": names, "sar": ["VV", "VH"]},
-        "normalisation": {"optical": compute_stats(opt[:, ::5], "optical", valid=opt[0, ::5] > 0),
-                          "sar": compute_stats(sar[:, ::5], "sar", valid=np.isfinite(sar[0, ::5]))},
-        "classes": CLASSES,
-        "tile_size": 64,
-    }
-    ck = folder / "tiny.safetensors"
-    save_checkpoint(ck, model, meta)
-    return {**paths, "checkpoint": str(ck), "folder": folder, "n_optical": opt.shape[0]}
+    ck = random_checkpoint(paths["optical"], paths["sar"], folder / "tiny.safetensors")
+    return {**paths, **ck, "folder": folder}
 
 
 def params(data, out, **extra):

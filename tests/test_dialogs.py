@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 ALGORITHMS = ["optsar:checkenvironment", "optsar:installdependencies", "optsar:classify", "optsar:train",
-              "optsar:assessaccuracy", "optsar:stratifiedsample"]
+              "optsar:assessaccuracy", "optsar:stratifiedsample", "optsar:samplescene"]
 
 
 @pytest.mark.parametrize("alg_id", ALGORITHMS)

@@ -50,10 +50,16 @@ def test_zip_installs_into_a_fresh_profile(plugin_zip, tmp_path):
     # whatever optsar: algorithms appear come from the installed zip.
     listing = run_qgis_process(["list"], profile=profile, plugin_path=plugins).stdout
     assert "optsar:checkenvironment" in listing
-    result = run_algorithm_json("optsar:checkenvironment", {}, profile=profile, plugin_path=plugins)
+    # No worker Python yet (no .venv in the installed plugin, nothing prepared): said, not crashed.
+    result = run_algorithm_json("optsar:checkenvironment", {}, profile=profile, plugin_path=plugins)["results"]
+    assert result["READY"] is False and "optsar:installdependencies" in result["REPORT"]
+    # With a worker Python named by OPTSAR_PYTHON (as the provider setting would):
+    result = run_algorithm_json("optsar:checkenvironment", {}, profile=profile, plugin_path=plugins,
+                                extra_env={"OPTSAR_PYTHON": str(ROOT / ".venv" / "bin" / "python")})
     import torch
 
     assert result["results"]["TORCH_VERSION"] == str(torch.__version__)
+    assert result["results"]["WORKER_PYTHON"] == str(ROOT / ".venv" / "bin" / "python")
 
 
 def test_installed_zip_classifies(plugin_zip, tmp_path):
@@ -67,7 +73,7 @@ def test_installed_zip_classifies(plugin_zip, tmp_path):
     result = run_algorithm_json("optsar:classify", {
         "OPTICAL": scene["optical"], "SAR": scene["sar"], "CHECKPOINT": ckpt, "MODEL": "cloudlulc_net",
         "TILE_SIZE": 64, "OVERLAP": 16, "OUTPUT": out,
-    }, profile=profile, plugin_path=plugins)
+    }, profile=profile, plugin_path=plugins, extra_env={"OPTSAR_PYTHON": str(ROOT / ".venv" / "bin" / "python")})
     assert result["results"]["OUTPUT"] == str(out)
     import rasterio
 

@@ -32,7 +32,7 @@ def test_pip_installs_the_engine_alone_with_its_data_and_command(tmp_path):
         "cloudlulc_set.json", "dynamic_world.json", "esa_worldcover.json", "whu_opt_sar.json"]
     # From a folder where the repository's copy cannot be imported: the installed engine is used.
     env = dict(os.environ, PYTHONPATH=str(target))
-    code = ("import optsar_plugin, optsar_plugin.classes as c, optsar_plugin.inference\n"
+    code = ("import optsar_plugin, optsar_plugin.classes as c, optsar_plugin.inference, optsar_plugin.batch\n"
             f"assert optsar_plugin.__file__.startswith({str(target)!r}), optsar_plugin.__file__\n"
             "assert set(c.load_known_schemes()) == {'cloudlulc_set', 'dynamic_world', 'esa_worldcover', 'whu_opt_sar'}\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -40,3 +40,6 @@ def test_pip_installs_the_engine_alone_with_its_data_and_command(tmp_path):
     proc = subprocess.run([sys.executable, str(target / "bin" / "optsar"), "models"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "cloudlulc_net" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, str(target / "bin" / "optsar"), "batch", "-h"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "--scheduler" in proc.stdout, proc.stderr

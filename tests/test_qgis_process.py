@@ -9,7 +9,8 @@ def test_list_shows_the_provider_and_its_algorithms():
     out = run_qgis_process(["list"]).stdout
     assert "OptSAR Fusion" in out
     for alg in ("optsar:checkenvironment", "optsar:installdependencies", "optsar:classify", "optsar:train",
-                "optsar:assessaccuracy", "optsar:stratifiedsample"):
+                "optsar:assessaccuracy", "optsar:stratifiedsample", "optsar:samplescene",
+                "optsar:classify_and_assess", "optsar:train_classify_and_assess"):
         assert alg in out, f"{alg} missing from qgis_process list"
 
 
@@ -25,9 +26,10 @@ def test_checkenvironment_json_reports_torch():
 def test_installdependencies_dry_run_plans_nothing_destructive():
     result = run_algorithm_json("optsar:installdependencies", {"DRY_RUN": "true"})
     plan = result["results"]["PLAN"]
-    # torch imports here without CUDA and there is no GPU: nothing to replace.
+    # The worker's Python (the plugin folder's .venv) has torch without CUDA and there is no GPU: nothing to do.
     assert "kept" in plan
-    assert "torch==" not in plan
+    assert "torch==" not in plan and "venv" not in plan.split("kept")[1]
+    assert result["results"]["PYTHON"].endswith("/.venv/bin/python")
 
 
 def test_errors_reach_batch_users_as_one_line_and_non_zero_exit():

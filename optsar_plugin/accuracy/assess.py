@@ -39,7 +39,7 @@ from ..classes import ClassScheme, LandCoverClass, generated_palette
 from ..errors import InputError
 from ..fileio import OutputSet
 from ..progress import Feedback, NullFeedback, check_cancel
-from ..raster_io import open_classification
+from ..raster_io import area_unit, open_classification
 from ..vector_io import list_ids, read_reference
 from . import stats
 from .counting import Exclusions, count_pairs
@@ -183,17 +183,16 @@ def _inputs_record(classification, band, reference, class_field, opts, checkpoin
 
 
 def _area_unit(crs):
+    """(unit, warning or None): :func:`optsar_plugin.raster_io.area_unit` and what the report says about it."""
+    unit = area_unit(crs)
     if crs is None:
-        return "map units²", "The classification has no CRS: areas are in squared map units."
+        return unit, "The classification has no CRS: areas are in squared map units."
     if crs.is_geographic:
-        return "degree²", (
+        return unit, (
             "The classification is in a geographic CRS: areas are in square degrees and pixels of different "
             "latitudes have different true areas. Reproject it to an equal-area CRS for area estimates."
         )
-    unit = (crs.linear_units or "").lower()
-    if unit in ("metre", "meter", "m", "metres", "meters"):
-        return "m²", None
-    return f"{unit or 'map unit'}²", None
+    return unit, None
 
 
 # -- from counts to the result -----------------------------------------------------------------

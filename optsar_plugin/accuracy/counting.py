@@ -119,30 +119,46 @@ def _integer_values(src, band: int, values: np.ndarray, valid: np.ndarray) -> np
 
 
 def count_pairs(src, band: int, burner: StripBurner, ignore: Sequence[int], strip_rows: int, feedback):
-    """``(map counts, joint counts, Exclusions)`` over the whole map (see :meth:`PairCounter.result`)."""
-    from rasterio.windows import Window
+    """``(map counts, joint counts, Exclusions)`` over the whole map (see :meth:`PairCounter.result`).
 
+    Strips are read, burnt and counted one after the other: a background thread would not
+    help, since Debian's GDAL bindings hold the GIL while rasterizing (measured).
+    """
     ref_codes = np.asarray(burner.codes, dtype=np.int64)
-    ref_lo, ref_hi = burner.rows_with_reference()
     counter = PairCounter(np.dtype(src.dtypes[band - 1]), len(ref_codes))
     ignore_arr = np.asarray(ignore, dtype=np.int64)
     # by reference index + 1 (0 = no reference): is that reference class ignored?
     ref_ignored1 = np.concatenate([[False], np.isin(ref_codes, ignore_arr)])
     excl = Exclusions()
     all_strips = list(strips(src.height, strip_rows))
+    load = _StripLoader(src, band, burner, ignore_arr)
     for s_i, (row_off, h) in enumerate(all_strips):
         check_cancel(feedback)
         feedback.progress(s_i / len(all_strips), f"Rows {row_off}-{row_off + h} of {src.height}")
-        win = Window(0, row_off, src.width, h)
-        values = src.read(band, window=win)
-        valid = valid_mask(src, band, values, win)
-        values = _integer_values(src, band, values, valid)
-        kept = valid & ~np.isin(values, ignore_arr) if len(ignore) else valid
-        rs = burner.strip(row_off, h) if row_off < ref_hi and row_off + h > ref_lo else None
+        values, valid, kept, rs = load(row_off, h)
         _count_strip(counter, excl, rs, values, valid, kept, ref_ignored1)
     feedback.progress(1.0, "Computing statistics")
     map_counts, joint = counter.result(ref_codes)
     return map_counts, joint, excl
+
+
+class _StripLoader:
+    """One strip's map values, validity, kept pixels (not ignored) and burnt reference."""
+
+    def __init__(self, src, band: int, burner: StripBurner, ignore_arr: np.ndarray):
+        self.src, self.band, self.burner, self.ignore_arr = src, band, burner, ignore_arr
+        self.ref_lo, self.ref_hi = burner.rows_with_reference()
+
+    def __call__(self, row_off: int, h: int):
+        from rasterio.windows import Window
+
+        win = Window(0, row_off, self.src.width, h)
+        values = self.src.read(self.band, window=win)
+        valid = valid_mask(self.src, self.band, values, win)
+        values = _integer_values(self.src, self.band, values, valid)
+        kept = valid & ~np.isin(values, self.ignore_arr) if len(self.ignore_arr) else valid
+        rs = self.burner.strip(row_off, h) if row_off < self.ref_hi and row_off + h > self.ref_lo else None
+        return values, valid, kept, rs
 
 
 def _count_strip(counter: PairCounter, excl: Exclusions, rs, values, valid, kept, ref_ignored1) -> None:
@@ -154,9 +170,10 @@ def _count_strip(counter: PairCounter, excl: Exclusions, rs, values, valid, kept
         ref1 += 1
         has_ref = ref1 > 0
         excl.nodata += int(np.count_nonzero(has_ref & ~valid))
-        rign = ref_ignored1[ref1]
-        excl.ignored += int(np.count_nonzero(has_ref & valid & (~kept | rign)))
-        ref1[rign] = 0  # an ignored reference class: the pixel still counts as mapped area
+        if ref_ignored1.any() or kept is not valid:  # skipped without ignore values (the usual case)
+            rign = ref_ignored1[ref1]
+            excl.ignored += int(np.count_nonzero(has_ref & valid & (~kept | rign)))
+            ref1[rign] = 0  # an ignored reference class: the pixel still counts as mapped area
         counter.add_pixels(values, kept, ref1)
     if rs is not None and rs.point_rows.size:
         pv = valid[rs.point_rows, rs.point_cols]

@@ -3,12 +3,11 @@
 The features come from :func:`optsar_plugin.vector_io.read_reference` (read with OGR,
 reprojected to the classification's CRS, repaired or dropped and reported by feature id).
 
-Polygons (and lines) are burnt strip by strip with :func:`rasterio.features.rasterize`
-so memory stays bounded whatever the raster size: one ``int16`` strip of reference class
-indices (positions in :attr:`ReferenceData.codes`) plus one ``uint8`` mask per class
-present in the strip.  Each class is burnt as its own
-mask, so overlapping polygons *of the same class* simply merge, while pixels claimed by
-polygons of *different* classes are excluded and counted as conflicts.
+Polygons (and lines) are burnt strip by strip with GDAL's rasterizer (the one
+:func:`rasterio.features.rasterize` wraps) so memory stays bounded whatever the raster
+size: two ``int16`` strips (the largest and the smallest class claiming each pixel, see
+:class:`StripBurner`), so overlapping polygons *of the same class* simply merge, while
+pixels claimed by polygons of *different* classes are excluded and counted as conflicts.
 
 Points are sample units: each point is the pixel it falls in (``~transform`` of its
 coordinates, floor), and each point counts once, even when two points share a pixel
@@ -43,7 +42,19 @@ class ReferenceStrip:
 
 
 class StripBurner:
-    """Burns :class:`ReferenceData` strip by strip on a raster grid, as class indices."""
+    """Burns :class:`ReferenceData` strip by strip on a raster grid, as class indices.
+
+    The geometries go once into two in-memory OGR layers, with their class index + 1 as an
+    attribute: one in ascending class order, one in descending order.  A strip is burnt
+    twice with GDAL's rasterizer (``gdal.RasterizeLayer``, the algorithm
+    ``rasterio.features.rasterize`` wraps; later features replace earlier ones) straight
+    into numpy arrays, the layers' spatial filter set to the strip: the ascending burn
+    leaves in each pixel the *largest* class claiming it, the descending one the
+    *smallest*.  Where they differ, polygons of different classes overlap: a conflict,
+    excluded.  Where they agree, one class claims the pixel (same-class overlaps merge).
+    No geometry crosses into Python again after reading, and the work per strip does not
+    grow with the number of classes.
+    """
 
     def __init__(self, ref: ReferenceData, transform, width: int, height: int, all_touched: bool = False):
         self.ref = ref
@@ -52,14 +63,13 @@ class StripBurner:
         self.height = int(height)
         self.all_touched = bool(all_touched)
         self.codes = ref.codes
-        if len(self.codes) > np.iinfo(np.int16).max:
+        if len(self.codes) > np.iinfo(np.int16).max - 1:
             raise ValueError("too many reference classes")
         position = {c: i for i, c in enumerate(self.codes)}
-        # per class: its index, the shapes and their envelopes as an array for a fast strip filter
-        self._classes = []
-        for code, items in sorted(ref.shapes_by_code.items()):
-            env = np.asarray([b for _, b in items], dtype=np.float64).reshape(-1, 4)
-            self._classes.append((position[code], [g for g, _ in items], env))
+        shapes = [(position[code], geom, box) for code, items in sorted(ref.shapes_by_code.items())
+                  for geom, box in items]
+        self._env = np.asarray([box for _, _, box in shapes], dtype=np.float64).reshape(-1, 4)
+        self._layers = self._make_layers(shapes) if shapes else None
         self._pindex = np.asarray([position[int(c)] for c in ref.point_codes], dtype=np.int64)
         # points: pixel indices (floor of the inverse transform), clipped to the grid edge
         if len(ref.point_xy):
@@ -71,61 +81,64 @@ class StripBurner:
             self._prow = np.zeros(0, dtype=np.int64)
             self._pcol = np.zeros(0, dtype=np.int64)
 
+    def _make_layers(self, shapes):
+        """(ascending, descending) in-memory layers of the shapes with their class index + 1 in field ``k``."""
+        from ..vector_io import ogr_modules
+
+        _, ogr, osr = ogr_modules()
+        self._store = ogr.GetDriverByName("Memory").CreateDataSource("optsar-reference")
+        # the shapes are already in the raster's CRS: layers and strips share one placeholder CRS
+        srs = osr.SpatialReference()
+        srs.SetLocalCS("raster grid")
+        self._wkt = srs.ExportToWkt()
+        layers = []
+        for name, order in (("ascending", shapes), ("descending", shapes[::-1])):
+            layer = self._store.CreateLayer(name, srs, geom_type=ogr.wkbUnknown)
+            layer.CreateField(ogr.FieldDefn("k", ogr.OFTInteger))
+            defn = layer.GetLayerDefn()
+            for k, geom, _ in order:
+                feature = ogr.Feature(defn)
+                feature.SetField(0, k + 1)
+                feature.SetGeometry(geom)
+                layer.CreateFeature(feature)
+            layers.append(layer)
+        return layers
+
     @property
     def has_areas(self) -> bool:
-        return bool(self._classes)
+        return self._layers is not None
 
     def rows_with_reference(self) -> Tuple[int, int]:
         """First and last+1 raster rows any reference can touch (to skip empty strips)."""
         lo, hi = self.height, 0
         t = self.transform
-        for _, _, env in self._classes:
-            if len(env):
-                ys = np.concatenate([env[:, 1], env[:, 3]])
-                rows = (ys - t.f) / t.e
-                lo = min(lo, int(np.floor(rows.min())) - 1)
-                hi = max(hi, int(np.ceil(rows.max())) + 1)
+        if len(self._env):
+            rows = (np.concatenate([self._env[:, 1], self._env[:, 3]]) - t.f) / t.e
+            lo = min(lo, int(np.floor(rows.min())) - 1)
+            hi = max(hi, int(np.ceil(rows.max())) + 1)
         if len(self._prow):
             lo = min(lo, int(self._prow.min()))
             hi = max(hi, int(self._prow.max()) + 1)
         return max(0, lo), min(self.height, hi)
 
     def strip(self, row_off: int, height: int) -> ReferenceStrip:
-        from rasterio.features import rasterize
-        from rasterio.windows import Window
-        from rasterio.windows import transform as window_transform
-
-        win = Window(0, row_off, self.width, height)
-        wt = window_transform(win, self.transform)
-        # strip extent in y (transform.e is negative for north-up rasters; handle both)
-        y0 = self.transform.f + self.transform.e * row_off
-        y1 = self.transform.f + self.transform.e * (row_off + height)
-        ylo, yhi = min(y0, y1), max(y0, y1)
-        # a pixel-size margin so that all_touched edges are not lost by the filter
-        margin = abs(self.transform.e)
-        index = None
-        conflict = None
-        for k, geoms, env in self._classes:
-            sel = np.flatnonzero((env[:, 3] >= ylo - margin) & (env[:, 1] <= yhi + margin))
-            if sel.size == 0:
-                continue
-            mask = rasterize(
-                ((geoms[i], 1) for i in sel),
-                out_shape=(height, self.width),
-                transform=wt,
-                fill=0,
-                all_touched=self.all_touched,
-                dtype="uint8",
-            ).view(bool)
-            if index is None:
-                index = np.full((height, self.width), NO_REFERENCE, dtype=np.int16)
-                conflict = np.zeros((height, self.width), dtype=bool)
-            conflict |= mask & (index != NO_REFERENCE)  # claimed by a polygon of another class
-            index[mask] = k
-        conflict_pixels = 0
-        if conflict is not None and conflict.any():
-            conflict_pixels = int(conflict.sum())
-            index[conflict] = NO_REFERENCE
+        index, conflict_pixels = None, 0
+        if self._layers is not None:
+            # strip extent in y (transform.e is negative for north-up rasters; handle both); a pixel-size
+            # margin so that all_touched edges are not lost by the filter
+            y0 = self.transform.f + self.transform.e * row_off
+            y1 = self.transform.f + self.transform.e * (row_off + height)
+            margin = abs(self.transform.e)
+            ylo, yhi = min(y0, y1) - margin, max(y0, y1) + margin
+            if np.any((self._env[:, 3] >= ylo) & (self._env[:, 1] <= yhi)):
+                largest = self._burn(self._layers[0], row_off, height, ylo, yhi)
+                smallest = self._burn(self._layers[1], row_off, height, ylo, yhi)
+                conflict = largest != smallest  # polygons of different classes claim the pixel
+                conflict_pixels = int(np.count_nonzero(conflict))
+                largest -= 1  # class index, NO_REFERENCE (-1) where no polygon
+                if conflict_pixels:
+                    largest[conflict] = NO_REFERENCE
+                index = largest
         sel = (self._prow >= row_off) & (self._prow < row_off + height)
         return ReferenceStrip(
             row_off=row_off,
@@ -136,6 +149,28 @@ class StripBurner:
             point_cols=self._pcol[sel],
             point_index=self._pindex[sel],
         )
+
+    def _burn(self, layer, row_off: int, height: int, ylo: float, yhi: float) -> np.ndarray:
+        """The layer burnt on the strip: (height, width) int16 of field ``k`` (0 where nothing)."""
+        from osgeo import gdal, gdal_array
+        from rasterio.windows import Window
+        from rasterio.windows import transform as window_transform
+
+        out = np.zeros((height, self.width), dtype=np.int16)
+        ds = gdal_array.OpenArray(out)  # a MEM dataset on the array itself: GDAL burns into it
+        ds.SetGeoTransform(window_transform(Window(0, row_off, self.width, height), self.transform).to_gdal())
+        ds.SetProjection(self._wkt)
+        left, right = self.transform.c, self.transform.c + self.transform.a * self.width
+        layer.SetSpatialFilterRect(min(left, right), ylo, max(left, right), yhi)
+        options = ["ATTRIBUTE=k"] + (["ALL_TOUCHED=TRUE"] if self.all_touched else [])
+        try:
+            err = gdal.RasterizeLayer(ds, [1], layer, options=options)
+        finally:
+            layer.SetSpatialFilter(None)
+            ds = None
+        if err != 0:
+            raise RuntimeError(f"GDAL could not burn the reference polygons (error {err})")
+        return out
 
 
 def strips(height: int, strip_rows: int) -> Iterator[Tuple[int, int]]:

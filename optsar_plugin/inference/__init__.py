@@ -13,6 +13,7 @@ One module per step, composed top to bottom by :func:`run_inference` (:mod:`.eng
 * :mod:`.options` - :class:`InferenceOptions`, what a run can be asked to do, checked when built;
 * :mod:`.scene` - the inputs opened and checked against each other and the checkpoint;
 * :mod:`.windows` - the window grid, the reader thread, GDAL-cache and heap bounds;
+* :mod:`.networks` - the checkpoint's network, loaded per call or kept by a :class:`NetworkCache`;
 * :mod:`.predictors` - the network as a function, the CUDA out-of-memory back-off;
 * :mod:`.blender` - overlapping predictions blended into final pixels, row by row;
 * :mod:`.writer` - whole GeoTIFF tiles written once, tags;
@@ -52,13 +53,14 @@ from ..options import (
 )
 from .blender import WEIGHT_FLOOR, StreamingBlender, blend_weights
 from .engine import classify, default_tile, run_inference
+from .networks import NetworkCache, load_network
 from .options import InferenceOptions
 from .predictors import AdaptivePredictor, Predictor, TorchPredictor, TTAPredictor, resolve_precision, with_tta
 from .windows import GDAL_CACHE_BYTES
 from .writer import BLOCK, TAG_PREFIX, TileWriter
 
 __all__ = [
-    "classify", "run_inference", "InferenceOptions", "check_tiling", "default_tile", "default_overlap",
+    "classify", "run_inference", "InferenceOptions", "NetworkCache", "load_network", "check_tiling", "default_tile", "default_overlap",
     "blend_weights", "StreamingBlender", "TileWriter", "AdaptivePredictor", "TorchPredictor", "TTAPredictor",
     "with_tta", "Predictor",
     "resolve_precision", "CLOUD_MODES", "DEVICES", "PRECISIONS", "DEFAULT_TILE", "DEFAULT_OVERLAP",

@@ -53,6 +53,7 @@ class StreamingBlender:
         self.weights = blend_weights(th, tw)
         self.acc = np.zeros((C + 1, th, tw), np.float32)
         self._tmp = np.empty((C, th, tw), np.float32)
+        self._best, self._idx, self._more = (np.empty((th, tw), t) for t in (np.float32, np.uint8, bool))
         self.carry = np.zeros((C + 1, self.ov_h, W), np.float32)
         self.lut = np.asarray(codes, np.uint8)
         self.sink = sink
@@ -86,12 +87,29 @@ class StreamingBlender:
             acc[:, :, tw - s :] = 0.0
         self.sink.done(r0 + fh, c0 + fw)
 
+    def _argmax(self, stack: np.ndarray) -> np.ndarray:
+        """``np.argmax(stack, axis=0)`` as uint8, class by class into reused buffers.
+
+        numpy's argmax over the first axis of a (C, h, w) block walks it across its memory
+        layout; comparing one class plane at a time is about twice as fast here.  Ties keep
+        the first class, as argmax does.
+        """
+        h, w = stack.shape[1:]
+        best, idx, more = self._best[:h, :w], self._idx[:h, :w], self._more[:h, :w]
+        np.copyto(best, stack[0])
+        idx.fill(0)
+        for c in range(1, stack.shape[0]):
+            np.greater(stack[c], best, out=more)
+            np.putmask(idx, more, c)
+            np.maximum(best, stack[c], out=best)
+        return idx
+
     def _emit(self, r0, c0, block, valid, cloud):
         C = self.C
         wsum = block[C]
         ok = valid & (wsum > 0)
         # argmax of the weighted sums = argmax of the probabilities (one positive weight sum per pixel)
-        codes = self.lut[np.argmax(block[:C], axis=0)]
+        codes = self.lut[self._argmax(block[:C])]
         codes[~ok] = NODATA
         if self.want_conf or self.want_probs:
             probs = block[:C] / np.where(wsum > 0, wsum, 1.0)

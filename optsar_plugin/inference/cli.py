@@ -27,9 +27,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sar", required=True, help="SAR raster (any CRS/resolution; warped bilinearly)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint file")
     parser.add_argument("--output", required=True, help="classification GeoTIFF to write")
+    parser.add_argument("--cloud-mask", default=None, help="optional cloud mask raster (non-zero = cloud)")
+    add_option_arguments(parser)
+    parser.add_argument("--confidence", default=None, help="optional confidence GeoTIFF (max class probability)")
+    parser.add_argument("--probabilities", default=None, help="optional per-class probability GeoTIFF")
+
+
+def add_option_arguments(parser) -> None:
+    """The arguments of :class:`InferenceOptions` (shared with ``python -m optsar_plugin batch``)."""
     parser.add_argument("--optical-bands", type=int_list, default=None, help="1-based, in training order, e.g. 2,3,4,8")
     parser.add_argument("--sar-bands", type=int_list, default=None, help="1-based, e.g. 1,2")
-    parser.add_argument("--cloud-mask", default=None, help="optional cloud mask raster (non-zero = cloud)")
     parser.add_argument("--cloud-mode", choices=CLOUD_MODES, default="auto",
                         help="optical data under clouds: keep as is, zero (= training median), auto (by model)")
     parser.add_argument("--model", default=None, help="network the checkpoint must hold (checked)")
@@ -43,8 +50,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--tta", choices=TTA_MODES, default="off",
                         help="test-time augmentation: flips (4 passes) or d4 (8: flips and rotations), averaged")
-    parser.add_argument("--confidence", default=None, help="optional confidence GeoTIFF (max class probability)")
-    parser.add_argument("--probabilities", default=None, help="optional per-class probability GeoTIFF")
 
 
 def options_from_args(args) -> InferenceOptions:

@@ -15,13 +15,14 @@ from contextlib import ExitStack
 from typing import Dict, Optional
 
 from ..classes import ClassScheme
-from ..errors import CheckpointError, InputError, OptsarError
+from ..errors import InputError
 from ..fileio import OutputSet
 from ..metadata import CheckpointMetadata
 from ..options import MIN_TILE, cloud_handling
 from ..options import default_tile as _default_tile
 from ..progress import NullFeedback, check_cancel
 from .blender import StreamingBlender
+from .networks import NetworkCache, load_network
 from .options import InferenceOptions
 from .predictors import AdaptivePredictor, Predictor, TorchPredictor, resolve_precision, with_tta
 from .scene import check_bands, open_scene
@@ -37,7 +38,8 @@ def default_tile(metadata=None) -> int:
 
 
 def classify(optical, sar, checkpoint, output, *, options: Optional[InferenceOptions] = None, cloud_mask=None,
-             output_confidence=None, output_probabilities=None, feedback=None, **settings) -> Dict:
+             output_confidence=None, output_probabilities=None, feedback=None, networks: Optional[NetworkCache] = None,
+             tags: Optional[Dict[str, str]] = None, **settings) -> Dict:
     """Classify an optical + SAR scene with a checkpoint and write the outputs.
 
     ``optical``/``sar``/``cloud_mask``: raster paths; ``checkpoint``: an OptSAR checkpoint
@@ -46,6 +48,9 @@ def classify(optical, sar, checkpoint, output, *, options: Optional[InferenceOpt
     settings - ``optical_bands``, ``sar_bands``, ``model``, ``extent``, ``extent_crs``,
     ``device``, ``tile_size``, ``overlap``, ``batch_size``, ``precision``, ``cloud_mode`` -
     come as an :class:`InferenceOptions` (``options``), as keywords, or both (keywords win).
+    ``networks``: a :class:`~.networks.NetworkCache` that keeps the network between calls
+    (the batch layer's per-worker cache; default: loaded for this call); ``tags``: extra
+    GeoTIFF tags written on every output raster.
 
     Returns ``{"output", "confidence", "probabilities", "qml", "confidence_qml", "width",
     "height", "windows", "tile", "overlap", "batch_size", "valid_pixels", "class_pixels",
@@ -72,28 +77,18 @@ def classify(optical, sar, checkpoint, output, *, options: Optional[InferenceOpt
 
     dev = resolve_device(opts.device, feedback)
     prec = resolve_precision(opts.precision, dev, feedback)
-    net, meta = _load_network(ck_path, str(dev))
+    if networks is not None:
+        net, meta = networks.load(ck_path, meta.content_hash, str(dev))
+    else:
+        net, meta = load_network(ck_path, str(dev))
     feedback.info(f"Model {meta.model} from '{ck_path}' on {dev} ({prec}).")
     result = run_inference(
         optical, sar, output, meta, TorchPredictor(net, dev, prec), opts, cloud_mask=cloud_mask,
         output_confidence=output_confidence, output_probabilities=output_probabilities, feedback=feedback,
-        checkpoint_name=ck_path, tags={TAG_PREFIX + "DEVICE": str(dev), TAG_PREFIX + "PRECISION": prec},
+        checkpoint_name=ck_path, tags={TAG_PREFIX + "DEVICE": str(dev), TAG_PREFIX + "PRECISION": prec, **(tags or {})},
     )
     result.update(device=str(dev), precision=prec)
     return result
-
-
-def _load_network(path: str, device: str):
-    """:func:`~optsar_plugin.checkpoints.load_model`; anything unforeseen is a one-line checkpoint error."""
-    from ..checkpoints import load_model
-
-    try:
-        return load_model(path, device=device)
-    except OptsarError:
-        raise
-    except Exception as exc:  # corrupted or foreign file: say so instead of a traceback
-        raise CheckpointError(f"The checkpoint '{path}' cannot be read ({type(exc).__name__}: {exc}); "
-                              "is it an OptSAR Fusion checkpoint, and complete?") from None
 
 
 def run_inference(optical, sar, output, metadata, predictor: Predictor, options: Optional[InferenceOptions] = None,
@@ -132,11 +127,12 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
                                        grid.cols, meta.classes.codes, rasters.sink, confidence="confidence" in temps,
                                        probabilities="probabilities" in temps)
             runner = AdaptivePredictor(with_tta(predictor, opts.tta), opts.batch_size, overlap, feedback, min_tile)
-            reader = BatchReader(scene, grid, meta.normalisation, handling, opts.batch_size, feedback)
+            reader = BatchReader(stack, scene, grid, meta.normalisation, handling, opts.batch_size, feedback)
             stream_windows(reader, runner, blender, feedback)
             _require_valid_pixels(blender, scene, opts)
             run = {"tile": tile, "overlap": overlap, "tta": opts.tta, "cloud_handling": handling if cloud_mask else None,
-                   "cloud_fraction": blender.cloudy_pixels / blender.valid_pixels if cloud_mask else None}
+                   "cloud_fraction": blender.cloudy_pixels / blender.valid_pixels if cloud_mask else None,
+                   "class_pixels": _class_pixels(rasters.sink, meta.classes)}
             rasters.tag(output_tags(meta, inputs, {"optical": scene.optical_bands, "sar": scene.sar_bands}, run,
                                     tags), f"land cover ({meta.model})")
         _style_outputs(temps, meta.classes)
@@ -200,8 +196,12 @@ def _style_outputs(temps: Dict[str, str], scheme: ClassScheme) -> None:
             fh.write(ramp_qml(0.0, 1.0))
 
 
-def _result(finals, scene, grid, runner, blender, sink, scheme: ClassScheme, run: Dict, seconds: float) -> Dict:
+def _class_pixels(sink, scheme: ClassScheme) -> Dict[int, int]:
     counts = sink.class_counts
+    return {int(c): int(counts[c]) for c in scheme.codes}
+
+
+def _result(finals, scene, grid, runner, blender, sink, scheme: ClassScheme, run: Dict, seconds: float) -> Dict:
     return {
         "output": finals["output"],
         "confidence": finals.get("confidence"),
@@ -219,7 +219,7 @@ def _result(finals, scene, grid, runner, blender, sink, scheme: ClassScheme, run
         "valid_pixels": blender.valid_pixels,
         "cloud_fraction": run["cloud_fraction"],
         "cloud_handling": run["cloud_handling"],
-        "class_pixels": {int(c): int(counts[c]) for c in scheme.codes},
+        "class_pixels": run["class_pixels"],
         "seconds": seconds,
         "seconds_model": runner.seconds,
     }

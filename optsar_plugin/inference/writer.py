@@ -5,7 +5,8 @@ The classification is a tiled (:data:`BLOCK` px), DEFLATE-compressed uint8 GeoTI
 probabilities are float32 with NaN nodata.  Finished pixels arrive from the blender; each
 column of tiles keeps them until a whole tile row is final, then writes it once, so GDAL
 compresses every tile exactly once and what waits in memory is at most one unfinished
-tile row across the width.  Tags (:data:`TAG_PREFIX` ``MODEL``, ``CHECKPOINT``,
+tile row across the width.  The writes (and so the compression) happen in a background
+thread (:class:`BackgroundWrites`), alongside reading, the network and blending.  Tags (:data:`TAG_PREFIX` ``MODEL``, ``CHECKPOINT``,
 ``CHECKPOINT_HASH``, ``DATE``, ...) record what made the map.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections import deque
 from typing import Dict, Optional
 
 import numpy as np
@@ -36,6 +38,38 @@ def output_profile(transform, crs, width: int, height: int, count: int, dtype: s
     return prof
 
 
+class BackgroundWrites:
+    """Every ``dataset.write`` of the outputs, in one background thread, in the order asked.
+
+    GDAL compresses a tile when it is written; done here, compression runs alongside the
+    reading, the network and the blending instead of between them.  Only this thread
+    writes to the output datasets while the run streams (a dataset must not be used by
+    two threads at once); :meth:`flush` waits for every write (and raises the first
+    error) before the datasets are tagged and closed.  At most ``depth`` writes wait, so
+    memory stays bounded when the disk is slower than the rest.
+    """
+
+    def __init__(self, stack, depth: int = 8):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="optsar-write"))
+        self._pending = deque()
+        self._depth = depth
+
+    def write(self, ds, array: np.ndarray, window) -> None:
+        self._pending.append(self._pool.submit(ds.write, array, window=window))
+        while len(self._pending) > self._depth:
+            self._pending.popleft().result()
+
+    def flush(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+
+def _write_now(ds, array, window) -> None:
+    ds.write(array, window=window)
+
+
 class _TileColumns:
     """One output raster written in whole GeoTIFF tiles as soon as they are final.
 
@@ -48,8 +82,9 @@ class _TileColumns:
     window row in the chunks still being blended - not a whole row of windows.
     """
 
-    def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None):
+    def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None, writes=None):
         self.ds, self.width, self.height, self.block = ds, width, height, block
+        self.write = writes.write if writes is not None else _write_now
         self.nchunks = -(-width // block)
         self.pending = [[] for _ in range(self.nchunks)]  # (row0, col offset in chunk, array (bands, h, w))
         self.start = [0] * self.nchunks  # first unwritten row of each chunk (a multiple of block)
@@ -87,7 +122,7 @@ class _TileColumns:
                     cut = max(0, top + full - r0)
                     keep.append((r0 + cut, co, arr[:, cut:] if cut else arr))
             self.pending[k] = keep
-            self.ds.write(out, window=Window(c_lo, top, c_hi - c_lo, full))
+            self.write(self.ds, out, Window(c_lo, top, c_hi - c_lo, full))
             if self.on_write is not None:
                 self.on_write(out)
             self.start[k] = top + full
@@ -97,17 +132,19 @@ class TileWriter:
     """The blender's sink: class codes (uint8), and optionally confidence and probabilities (float32)."""
 
     def __init__(self, width: int, height: int, classes_ds, confidence_ds=None, probabilities_ds=None,
-                 block: int = BLOCK):
+                 block: int = BLOCK, writes: Optional[BackgroundWrites] = None):
         self.class_counts = np.zeros(256, np.int64)
+        self.writes = writes
 
         def count(codes):
             self.class_counts += np.bincount(codes.ravel(), minlength=256)
 
-        self.outputs = [_TileColumns(classes_ds, width, height, block, on_write=count)]
-        self.confidence = _TileColumns(confidence_ds, width, height, block) if confidence_ds is not None else None
-        self.probabilities = (
-            _TileColumns(probabilities_ds, width, height, block) if probabilities_ds is not None else None
-        )
+        def columns(ds, on_write=None):
+            return _TileColumns(ds, width, height, block, on_write=on_write, writes=writes) if ds is not None else None
+
+        self.outputs = [columns(classes_ds, count)]
+        self.confidence = columns(confidence_ds)
+        self.probabilities = columns(probabilities_ds)
 
     def put(self, r0, c0, codes, conf=None, probs=None):
         self.outputs[0].put(r0, c0, codes[None])
@@ -120,6 +157,11 @@ class TileWriter:
         for w in (self.outputs[0], self.confidence, self.probabilities):
             if w is not None:
                 w.done(row_end, col_end)
+
+    def flush(self) -> None:
+        """Wait until every tile handed over has been written (see :class:`BackgroundWrites`)."""
+        if self.writes is not None:
+            self.writes.flush()
 
 
 class OutputRasters:
@@ -145,10 +187,13 @@ class OutputRasters:
         if self.probabilities is not None:
             for k, c in enumerate(scheme.classes, start=1):
                 self.probabilities.set_band_description(k, c.name)
-        self.sink = TileWriter(width, height, self.classes, self.confidence, self.probabilities)
+        # the writer thread is shut down (by ``stack``) before the datasets it writes are closed
+        self.sink = TileWriter(width, height, self.classes, self.confidence, self.probabilities,
+                               writes=BackgroundWrites(stack))
 
     def tag(self, tags: Dict[str, str], description: str) -> None:
         """The same tags on every output; ``description`` names the classification's band."""
+        self.sink.flush()
         self.classes.set_band_description(1, description)
         for ds in (self.classes, self.confidence, self.probabilities):
             if ds is not None:
@@ -159,7 +204,8 @@ def output_tags(meta, inputs: Dict[str, Optional[str]], bands: Dict[str, list], 
     """Tags recording the model, the checkpoint, the inputs (file names and bands) and the run's settings.
 
     ``inputs``: ``optical``, ``sar``, ``cloud_mask``, ``checkpoint`` paths; ``run``: ``tile``,
-    ``overlap``, ``cloud_handling``, ``cloud_fraction``; ``extra`` tags are added as given.
+    ``overlap``, ``cloud_handling``, ``cloud_fraction`` and optionally ``class_pixels`` ({code: pixels},
+    written as ``CLASS_PIXELS`` "code:pixels,..." and ``VALID_PIXELS``); ``extra`` tags are added as given.
     """
     from .. import __version__
 
@@ -176,6 +222,9 @@ def output_tags(meta, inputs: Dict[str, Optional[str]], bands: Dict[str, list], 
     }
     if run.get("tta", "off") != "off":
         tags["TTA"] = run["tta"]
+    if run.get("class_pixels") is not None:  # what the map holds, for area tables without reading it again
+        tags.update(VALID_PIXELS=str(sum(run["class_pixels"].values())),
+                    CLASS_PIXELS=",".join(f"{c}:{n}" for c, n in run["class_pixels"].items()))
     if inputs.get("cloud_mask"):
         tags.update(CLOUD_MASK=name(inputs["cloud_mask"]), CLOUD_HANDLING=run["cloud_handling"],
                     CLOUD_FRACTION=f"{run['cloud_fraction']:.4f}")

@@ -1,7 +1,7 @@
 """Benchmark of tiled optical + SAR classification (``make bench``; not a pytest test).
 
     python tests/benchmarks/bench_classify.py [--models a,b] [--cpu-size 1024] [--cpu-size-paper 512]
-                                              [--gpu-size 4096]
+                                              [--gpu-size 4096] [--io-size 8000] [--skip-io]
                                               [--rss-sizes 1000,8000] [--skip-rss] [--json out.json]
 
 It prints, with the settings that produced each figure:
@@ -25,6 +25,14 @@ It prints, with the settings that produced each figure:
    numpy, no torch) so the 64-Mpix run finishes in minutes on 2 cores; the engine
    (reading, warping, blending, writing) is the real one.  The input scenes are
    generated in a separate process beforehand, so their generation does not count.
+3. **The engine against a plain loop** on the ``--io-size`` square scene (default 8000 x 8000, 4 optical
+   + 2 SAR bands, SAR in EPSG:4326), each in its own process: a plain one-thread loop that reads the
+   optical windows, warps the SAR windows (a ``WarpedVRT``) and writes a tiled DEFLATE uint8 map
+   (:func:`plain_loop`: the least any classifier must do), and the whole engine
+   (:func:`optsar_plugin.inference.run_inference`, 512-px windows, overlap 64, batch 4, 9 classes)
+   with a *near-free predictor* (:func:`free_predictor`: one fixed probability field, no arithmetic),
+   so the figure is the engine's own cost: reading, warping, normalising, blending, writing.  It
+   prints both times and their ratio (goal: engine / plain loop <= 1).
 """
 
 from __future__ import annotations
@@ -248,6 +256,90 @@ def bench_rss(sizes, workdir: Path, confidence: bool) -> list:
     return out
 
 
+# -- 3. the engine against a plain loop ---------------------------------------------------------------------
+
+
+def plain_loop(optical: str, sar: str, out: str, block: int = 512) -> dict:
+    """The least a classifier does: read optical windows, warp SAR windows, write a uint8 map; one thread.
+
+    Windows of ``block`` px without overlap; the "class" is a threshold on the first optical
+    band where both inputs are valid (so the data must really be read).  The output is a
+    tiled (256 px) DEFLATE GeoTIFF like the engine's, compressed in this thread.
+    """
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+
+    t0 = time.perf_counter()
+    with rasterio.open(optical) as o, rasterio.open(sar) as s, \
+            WarpedVRT(s, crs=o.crs, transform=o.transform, width=o.width, height=o.height,
+                      resampling=Resampling.bilinear, dtype="float32", nodata=float("nan")) as sv, \
+            rasterio.open(out, "w", driver="GTiff", width=o.width, height=o.height, count=1, dtype="uint8",
+                          crs=o.crs, transform=o.transform, nodata=255, tiled=True, blockxsize=256, blockysize=256,
+                          compress="deflate", BIGTIFF="IF_SAFER") as dst:
+        for r in range(0, o.height, block):
+            for c in range(0, o.width, block):
+                win = Window(c, r, min(block, o.width - c), min(block, o.height - r))
+                opt = o.read(window=win)
+                sr = sv.read(window=win)
+                cls = (opt[0] > 1200).astype(np.uint8)
+                cls[(opt[0] == 0) | np.isnan(sr[0])] = 255
+                dst.write(cls, 1, window=win)
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_kib() / 1024}
+
+
+def free_predictor(num_classes: int):
+    """A near-free predictor: the same fixed probability field for every window (a broadcast view, no arithmetic)."""
+    cache = {}
+
+    def predict(optical, sar):
+        b, _, h, w = optical.shape
+        if (h, w) not in cache:
+            rng = np.random.default_rng(0)
+            z = rng.random((num_classes, h, w), dtype=np.float32) + 0.01
+            cache[(h, w)] = z / z.sum(axis=0, keepdims=True)
+        return np.broadcast_to(cache[(h, w)], (b, num_classes, h, w))
+
+    return predict
+
+
+def io_child(size: int, workdir: Path, which: str) -> None:
+    """Runs in its own process: the plain loop or the engine on the prepared scene; prints JSON."""
+    folder = workdir / f"rss_{size}"
+    if which == "plain":
+        res = plain_loop(str(folder / "optical.tif"), str(folder / "sar.tif"), str(folder / "plain.tif"))
+    else:
+        from optsar_plugin.inference import run_inference
+
+        meta = scene_metadata("mosfnet", RSS_OPTICAL, RSS_SAR, RSS_CLASSES, {})
+        t0 = time.perf_counter()
+        run_inference(folder / "optical.tif", folder / "sar.tif", folder / "engine.tif", meta,
+                      free_predictor(RSS_CLASSES), tile_size=512, overlap=64, batch_size=4)
+        res = {"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_kib() / 1024}
+    print(json.dumps({"which": which, "size": size, **res}))
+
+
+def _bench_io(args, workdir, report) -> bool:
+    size = args.io_size
+    folder = workdir / f"rss_{size}"
+    if not (folder / "sar.tif").exists():
+        run_child(["--make-scene", str(size), "--workdir", str(workdir)])
+    print(f"\n3. The engine against a plain one-thread loop, {size} x {size} px, {RSS_OPTICAL} optical + {RSS_SAR} SAR "
+          f"bands (SAR in EPSG:4326), each in its own process, {os.cpu_count()} CPUs")
+    runs = {which: run_child(["--io-child", str(size), "--which", which, "--workdir", str(workdir)])
+            for which in ("plain", "engine")}
+    plain, engine = runs["plain"], runs["engine"]
+    ratio = engine["seconds"] / plain["seconds"]
+    print(f"  plain loop (read optical, warp SAR, write uint8 map; 512-px windows, no overlap): "
+          f"{plain['seconds']:.1f} s, peak RSS {plain['peak_rss_mib']:.0f} MiB")
+    print(f"  engine (run_inference, near-free predictor, 512-px windows, overlap 64, batch 4, {RSS_CLASSES} classes): "
+          f"{engine['seconds']:.1f} s, peak RSS {engine['peak_rss_mib']:.0f} MiB")
+    print(f"  ratio engine / plain loop: {ratio:.2f} (goal <= 1: {'met' if ratio <= 1 else 'NOT MET'})")
+    report["io"] = {"size": size, "plain": plain, "engine": engine, "ratio": ratio}
+    return False
+
+
 # -- main ----------------------------------------------------------------------------------------------------
 
 
@@ -257,6 +349,10 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-size", type=int, default=1024, help="CPU scene edge for the small configurations")
     p.add_argument("--cpu-size-paper", type=int, default=512, help="CPU scene edge for paper configurations")
     p.add_argument("--gpu-size", type=int, default=4096)
+    p.add_argument("--io-size", type=int, default=8000, help="scene edge of the engine-vs-plain-loop comparison")
+    p.add_argument("--skip-io", action="store_true")
+    p.add_argument("--io-child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--which", default="engine", help=argparse.SUPPRESS)
     p.add_argument("--rss-sizes", default="1000,8000")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--skip-models", action="store_true")
@@ -273,15 +369,21 @@ def main(argv=None) -> int:
     if args.rss_child:
         rss_child(args.rss_child, Path(args.workdir), args.confidence)
         return 0
+    if args.io_child:
+        io_child(args.io_child, Path(args.workdir), args.which)
+        return 0
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="optsar-bench-classify-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "models": [], "rss": []}
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "models": [], "rss": [],
+              "io": None}
     print(f"bench_classify: {report['machine']}; work folder {workdir}")
     failed = False
     try:
         if not args.skip_models:
             failed |= _bench_models(args, workdir, report)
+        if not args.skip_io:
+            failed |= _bench_io(args, workdir, report)
         if not args.skip_rss:
             failed |= _bench_memory(args, workdir, report)
     finally:
