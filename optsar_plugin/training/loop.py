@@ -375,7 +375,7 @@ def run_loop(run: Run, state: Optional[LoopState] = None, optimiser=None, schedu
         state.average = WeightAverage(run.net, plan.ema_decay)
     if optimiser is None:
         optimiser, scheduler = make_optimiser(run)
-    stopped, reason = "budget", f"the step budget ({plan.max_steps} steps) was reached"
+    stopped, reason = "budget", f"the step budget ({plan.max_steps} step{'s' if plan.max_steps != 1 else ''}) was reached"
     try:
         for epoch in range(len(state.history) + 1, plan.epochs + 1):
             if should_stop(run, state):
