@@ -130,9 +130,12 @@ def _train_and_write(inputs: TrainInputs, options: TrainOptions, finals: Dict, t
         size = None if options.init_checkpoint else resolve_model_size(options.model_size, dev.type)
         plan = make_plan(options, size, dev.type, source.height, source.width)
         _check_tile(plan.tile, source, lab)
-        split, sampler, cells, rng = make_split(lab, plan, options, source, fb)
+        split = make_split(lab, plan, options, fb)
+        balance = class_balance(options.class_balance, options.model, split.train_counts)
+        rng = np.random.default_rng(options.seed)
+        sampler = TileSampler(lab.index, split, plan.tile, rng, balance["sampling_power"])
+        cells = validation_cells(split, source.height, source.width, plan.tile, lab.index) if split.n_val_blocks else []
         stats_o, stats_s = compute_statistics(source, sampler, split, rng, feedback=fb)
-        balance = class_balance(options.class_balance, options.model, _class_counts(split, sampler, lab))
         with seeded(torch, options.seed, dev):
             net, stats_o, stats_s, init_info, built_with = build_network(options, size, source, lab, balance,
                                                                           stats_o, stats_s, fb)
@@ -184,8 +187,8 @@ def _check_tile(tile: int, source: SceneSource, lab) -> None:
         )
 
 
-def make_split(lab, plan, options: TrainOptions, source: SceneSource, fb):
-    """Spatial-block split, training-tile sampler, validation cells and the run's numpy Generator."""
+def make_split(lab, plan, options: TrainOptions, fb):
+    """The spatial-block split of the labels into training and held-out blocks (sized by :func:`choose_block`)."""
     K = len(lab.scheme)
     block = choose_block(lab.index, plan.tile)
     split = spatial_split(lab.index, K, plan.tile, options.validation_fraction, options.seed, block=block)
@@ -201,10 +204,7 @@ def make_split(lab, plan, options: TrainOptions, source: SceneSource, fb):
             fb.warning(f"Class(es) {', '.join(notrain)} have labels only in held-out blocks and are never trained on.")
     else:
         fb.warning("VALIDATION_FRACTION is 0: no validation, no early stopping; the last epoch is kept.")
-    rng = np.random.default_rng(options.seed)
-    sampler = TileSampler(lab.index, split, plan.tile, rng)
-    cells = validation_cells(split, source.height, source.width, plan.tile, lab.index) if split.n_val_blocks else []
-    return split, sampler, cells, rng
+    return split
 
 
 def build_network(options: TrainOptions, size, source: SceneSource, lab, balance, stats_o, stats_s, fb):
@@ -266,13 +266,6 @@ def seeded(torch, seed: int, dev):
             torch.use_deterministic_algorithms(previous)
 
 
-def _class_counts(split, sampler, lab):
-    from .recipes import BALANCE_COUNTS
-    from .sampler import sampled_class_counts
-
-    return sampled_class_counts(sampler, split, lab.index) if BALANCE_COUNTS == "tiles" else split.train_counts
-
-
 def _precision(precision: str, dev, fb) -> str:
     if precision == "bf16" and dev.type != "cuda":
         fb.warning("Precision bf16 needs a CUDA GPU; training in fp32 on the CPU.")
@@ -299,7 +292,8 @@ def _log_start(run: Run, options: TrainOptions, balance: Dict) -> None:
         f"{run.device}: up to {plan.max_steps} steps of {plan.batch} tile(s) of {plan.tile} x {plan.tile} px, a "
         f"validation every {plan.steps_per_epoch} steps ({len(run.cells)} validation tile(s)), early stopping after "
         f"{plan.patience or 'no'} validations without improvement; AdamW lr {plan.lr:g} ({plan.schedule}, warm-up "
-        f"{plan.warmup} steps); class balance {balance['mode']}"
+        f"{plan.warmup} steps); class balance {balance['mode']} (tiles centred on classes drawn with probability "
+        f"~ pixels^{balance['sampling_power']:g})"
         + ("; simulated clouds on half of the tiles" if run.simulate else "")
         + ("; optical zeroed under the cloud mask" if run.handling == "zero" else "")
         + ("; SAR input ignored (ablation)" if run.ignore_sar else "")

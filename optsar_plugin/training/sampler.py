@@ -17,11 +17,14 @@
   only ever scored on the labels of its own split: the other split's labels are
   masked to 255 in it.
 * **Sampling**: every training tile contains a labelled training pixel chosen by
-  first drawing a class with probability proportional to the square root of its
-  labelled pixel count (rare classes are seen more often than their share, without
-  the noise of full balancing) and then one of its pixels uniformly; the tile is
-  placed at a uniformly random offset around that pixel, inside the raster.  At
-  most :data:`MAX_POINTS_PER_CLASS` pixels per class are kept as candidates.
+  first drawing a class with probability proportional to its labelled pixel count
+  raised to ``class_power`` (0.5 by default: rare classes are seen more often than
+  their share, without the noise of full balancing; 1: every labelled pixel equally
+  likely, when the loss weights the classes; 0: every class equally likely - see
+  :func:`optsar_plugin.training.recipes.class_balance`) and then one of its pixels
+  uniformly; the tile is placed at a uniformly random offset around that pixel,
+  inside the raster.  At most :data:`MAX_POINTS_PER_CLASS` pixels per class are kept
+  as candidates.
 * **Validation tiles** cover each held-out block with non-overlapping tile cells;
   each cell is predicted in a tile-sized window around it (shifted inside the
   raster at the edges) and only the cell's pixels are scored, so every held-out
@@ -364,23 +367,6 @@ def compute_statistics(source: SceneSource, sampler: TileSampler, split: Split, 
     if ou.get("hint") and feedback is not None:
         feedback.warning(f"Optical raster '{source.optical_ds.name}': {ou['hint']}.")
     return normalisation.compute_stats(o, "optical", units=ou), normalisation.compute_stats(s, "sar", units=su)
-
-
-def sampled_class_counts(sampler: TileSampler, split: Split, index: np.ndarray, n_tiles: int = 256) -> np.ndarray:
-    """Training-labelled pixels per class in ``n_tiles`` tiles drawn as training draws them.
-
-    The class frequencies the loss actually sees: the sampler centres tiles on class-balanced
-    pixels, so they differ from the frequencies of the labels themselves.
-    """
-    k, t = len(split.train_counts), sampler.tile
-    counts = np.zeros(k, np.int64)
-    for _ in range(int(n_tiles)):
-        r0, c0 = sampler.sample()
-        y = index[r0 : r0 + t, c0 : c0 + t].copy()
-        y[split.is_val(r0, c0, t, t)] = NODATA
-        y = y[y != NODATA]
-        counts += np.bincount(y, minlength=k)[:k]
-    return counts
 
 
 def stats_shift(stats: dict, new: dict) -> float:
