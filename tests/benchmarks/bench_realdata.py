@@ -174,9 +174,9 @@ def run_network(model, p, labels_tif, out: Path, train_args: dict, seed: int, qu
 
     ck = out / f"{model}.safetensors"
     t0 = time.perf_counter()
-    res = train(str(p["S2"]), str(p["S1"]), str(ck), labels=str(labels_tif), model=model, seed=seed,
+    res = train(str(p["S2"]), str(p["S1"]), str(ck), labels=str(labels_tif), model=model,
                 output_log=str(out / f"{model}.csv"), output_curve=str(out / f"{model}.html"),
-                feedback=Log(f"[{model}] ", quiet), **train_args)
+                feedback=Log(f"[{model}] ", quiet), **{"seed": seed, **train_args})
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     classify(str(p["S2"]), str(p["S1"]), str(ck), str(out / f"{model}_map.tif"), feedback=Log(f"[{model}] ", True))
