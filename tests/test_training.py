@@ -536,12 +536,13 @@ def test_early_stopping_says_why(scene, tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "validate", flat)
     r = _train(scene, tmp_path / "e.safetensors", epochs=None, steps_per_epoch=1, max_steps=50, patience=2,
                output_log=str(tmp_path / "e.csv"))
-    assert r["stopped"] == "early_stopping" and r["steps"] == 3 and r["best_epoch"] == 1
+    # not before half the budget (step 25): the validation curve is too noisy to stop on while the lr is high
+    assert r["stopped"] == "early_stopping" and r["steps"] == 25 and r["best_epoch"] == 1
     assert "did not improve for 2 validations" in r["stop_reason"]
     t = read_metadata(r["checkpoint"])["training"]
-    assert t["stopped"] == "early_stopping" and t["plan"]["max_steps"] == 50 and t["steps"] == 3
+    assert t["stopped"] == "early_stopping" and t["plan"]["max_steps"] == 50 and t["plan"]["stop_after"] == 25
     with open(tmp_path / "e.csv", newline="") as fh:
-        assert [int(row["step"]) for row in csv.DictReader(fh)] == [1, 2, 3]
+        assert [int(row["step"]) for row in csv.DictReader(fh)] == list(range(1, 26))
 
 
 def test_unknown_keyword_is_one_clear_line(scene, tmp_path):

@@ -357,8 +357,10 @@ def run_epoch(run: Run, optimiser, scheduler, state: LoopState, epoch: int) -> D
 
 
 def should_stop(run: Run, state: LoopState) -> bool:
-    """Early stopping: ``patience`` validations in a row without a better mIoU (never without validation)."""
-    return bool(run.plan.patience and run.cells and state.since_best >= run.plan.patience)
+    """Early stopping: ``patience`` validations in a row without a better mIoU, once ``plan.stop_after`` steps
+    are done (never without validation)."""
+    plan = run.plan
+    return bool(plan.patience and run.cells and state.step >= plan.stop_after and state.since_best >= plan.patience)
 
 
 def run_loop(run: Run, state: Optional[LoopState] = None, optimiser=None, scheduler=None,
