@@ -5,8 +5,9 @@ Data flow of one step::
     sampler tile origin ─> raw optical / SAR / cloud window ─> [simulated clouds] ─> normalise
         ─> [optical zeroed under the cloud mask] ─> flips / rotations ─> model.forward_train ─> model.loss
 
-Every ``plan.steps_per_epoch`` steps the held-out blocks are classified (:func:`validate`);
-the epoch with the best validation mIoU is kept (ties: the earlier).  The run stops at the
+Every ``plan.steps_per_epoch`` steps the held-out blocks are classified (:func:`validate`)
+with the moving average of the weights (:class:`WeightAverage`, ``plan.ema_decay``); the
+epoch with the best validation mIoU is kept (ties: the earlier), as that average.  The run stops at the
 step budget, after ``plan.patience`` validations without a better mIoU (early stopping;
 0 = never), or when cancelled; :attr:`LoopResult.stopped` says which.  Without validation
 the last epoch is kept.
@@ -164,19 +165,9 @@ def training_tile(run: Run):
     if cloud is not None and run.handling == "zero":
         on[:, cloud] = 0.0
     sn = normalisation.apply(s, run.stats_s)
-    if run.plan.jitter:
-        on, sn = jitter(run, on), jitter(run, sn)
     if run.ignore_sar:
         sn[:] = 0.0
     return dihedral([on, sn, y], int(run.rng.integers(0, 4)), bool(run.rng.random() < 0.5))
-
-
-def jitter(run: Run, x: np.ndarray) -> np.ndarray:
-    """Radiometric jitter of a normalised tile: a random gain and offset per band (``plan.jitter``)."""
-    j = run.plan.jitter
-    gain = 1.0 + j * run.rng.standard_normal((x.shape[0], 1, 1))
-    offset = j * run.rng.standard_normal((x.shape[0], 1, 1))
-    return (x * gain + offset).astype(np.float32)
 
 
 def training_batch(run: Run):

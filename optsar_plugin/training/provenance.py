@@ -84,7 +84,7 @@ def training_metadata(rec: Record) -> Dict:
                       "recipe": p.recipe},
         "schedule": {"name": p.schedule, "power": p.power, "warmup_steps": p.warmup, "total_steps": p.max_steps},
         "class_balance": rec.balance,
-        "augmentation": ["rot90", "flip"],
+        "augmentation": ["rot90", "flip"], "weight_average": {"ema_decay": p.ema_decay},
         "cloud_simulation": {"probability": 0.5, "cover": [0.1, 0.7], "reflectance_unit": rec.run.unit}
         if rec.run.simulate else None,
         "cloud_mode": rec.run.handling, "ignore_sar": bool(o.ignore_sar),
@@ -137,9 +137,11 @@ def report_header(rec: Record) -> Dict:
         },
         "settings": {
             "tile size (px)": p.tile, "batch size": p.batch, "steps per epoch (between validations)": p.steps_per_epoch,
-            "early stopping": f"after {p.patience} validations without improvement" if p.patience else "off",
+            "early stopping": (f"after {p.patience} validations without improvement, from step {p.stop_after}"
+                               if p.patience else "off"),
             "optimiser": f"AdamW, lr {p.lr:g}, weight decay {p.weight_decay:g}",
             "schedule": f"{p.schedule}, warm-up {p.warmup} steps",
+            "weight average": f"EMA {p.ema_decay:g}" if p.ema_decay else "off",
             "class balance": rec.balance["mode"] + (f" (weights {', '.join(f'{w:.3g}' for w in rec.balance['weights'] or rec.balance['focal_alpha'])})"
                                                     if (rec.balance["weights"] or rec.balance["focal_alpha"]) else ""),
             "validation blocks": f"{s.n_val_blocks} of {s.block} x {s.block} px" if s.n_val_blocks else "none",
