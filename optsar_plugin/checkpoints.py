@@ -359,14 +359,14 @@ def load_model(path: PathLike, device="cpu"):
     from .deps import require
 
     require("torch", "loading a checkpoint")
-    from .models import build_model
+    from .models import build_model, complete_config
 
     p = Path(path)
     meta = load_metadata(p)
     _check_known_model(meta.model, p)
     tensors = _read_tensors(p, meta)
     try:
-        model = build_model(meta.model, **meta.config)
+        model = build_model(meta.model, **complete_config(meta.model, meta.config))
     except OptsarError as exc:
         raise CheckpointError(f"Checkpoint '{p}': cannot rebuild model '{meta.model}': {exc}") from None
     except TypeError as exc:
