@@ -108,7 +108,7 @@ def _output_folder(output_dir) -> str:
 
 
 def _protected(specs: Sequence[SceneSpec], checkpoint, table) -> List[tuple]:
-    items = [(checkpoint, "checkpoint")]
+    items = [(checkpoint, "checkpoint", False)]
     if isinstance(table, (str, os.PathLike)):
         items.append((table, "scenes table"))
     for s in specs:
