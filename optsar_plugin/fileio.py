@@ -46,6 +46,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -159,6 +160,19 @@ def companions(path: PathLike) -> List[str]:
         stem = os.path.splitext(p)[0]
         out += [p + s for s in COMPANION_SUFFIXES] + [stem + e for e in COMPANION_EXTENSIONS if stem + e != p]
     return out
+
+
+def refuse_special_file(path: PathLike, role: str) -> None:
+    """A path that names a pipe, a socket or a device is an :class:`InputError`: opening a FIFO waits forever,
+    a device never ends.  Regular files and folders (some GDAL/OGR datasets are folders) pass; so do missing
+    paths and GDAL's virtual paths (the reader says what is wrong with those)."""
+    try:
+        mode = os.stat(plain_path(path)).st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"The {role} '{plain_path(path)}' is not a regular file (a pipe, socket or device); "
+                         "give a file.")
 
 
 def check_writable(path: PathLike, role: str = "output") -> str:

@@ -40,7 +40,10 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
-from .fileio import check_writable  # noqa: F401  (kept here for callers; it lives in fileio)
+from .fileio import (
+    check_writable,  # noqa: F401  (kept here for callers; it lives in fileio)
+    refuse_special_file,
+)
 
 # Roles used in messages.
 OPTICAL = "optical raster"
@@ -67,6 +70,7 @@ def open_raster(path, role: str):
         raise InputError(f"No {role} was given.")
     if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
         raise InputError(f"The {role} '{path}' does not exist.")
+    refuse_special_file(path, role)
     try:
         ds = rasterio.open(path)
     except (rasterio.errors.RasterioError, OSError) as exc:  # Debian's RasterioIOError is an OSError

@@ -18,6 +18,7 @@ import numpy as np
 
 from .classes import NODATA
 from .errors import InputError
+from .fileio import refuse_special_file
 
 MAX_LISTED_IDS = 20
 
@@ -43,6 +44,7 @@ def ogr_modules():
 def open_layer(path: str, layer_name: Optional[str] = None, role: str = "reference layer"):
     """``(dataset, layer)``: the named layer (default the first) of a vector file; keep the dataset alive."""
     gdal, ogr, _ = ogr_modules()
+    refuse_special_file(path, role)
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
         ds = ogr.Open(str(path))
