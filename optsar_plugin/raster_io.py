@@ -72,7 +72,8 @@ def open_raster(path, role: str):
         raise InputError(f"The {role} '{path}' does not exist.")
     refuse_special_file(path, role)
     try:
-        ds = rasterio.open(path)
+        with gdal_failures():  # the exception says it; GDAL's echo of it would be another line
+            ds = rasterio.open(path)
     except (rasterio.errors.RasterioError, OSError) as exc:  # Debian's RasterioIOError is an OSError
         raise InputError(f"The {role} '{path}' cannot be opened as a raster: {exc}") from None
     if ds.count < 1:
@@ -108,7 +109,8 @@ def read(ds, indexes, window=None, masks: bool = False, **kwargs) -> np.ndarray:
     """
     rasterio = _rasterio()
     try:
-        return ds.read_masks(indexes, window=window) if masks else ds.read(indexes, window=window, **kwargs)
+        with gdal_failures():  # GDAL's own echo of the failure ("ERROR 1: ...") would add lines to the one
+            return ds.read_masks(indexes, window=window) if masks else ds.read(indexes, window=window, **kwargs)
     except (rasterio.errors.RasterioError, OSError) as exc:
         where = ""
         if window is not None:
@@ -294,10 +296,11 @@ def close_written(ds, what: str = "output raster") -> None:
 def parse_crs(value, what: str = "CRS"):
     """A rasterio CRS from ``EPSG:32633``, a PROJ string, WKT or a CRS; an unknown one is an :class:`InputError`."""
     rasterio = _rasterio()
-    try:
-        return rasterio.crs.CRS.from_user_input(value)
-    except Exception as exc:  # CRSError, and whatever PROJ raises for malformed text
-        detail = " ".join(str(exc).split())[:160]
+    with gdal_failures() as errors:  # PROJ's reason goes to GDAL's error handler, not into the exception
+        try:
+            return rasterio.crs.CRS.from_user_input(value)
+        except Exception as exc:  # CRSError, and whatever PROJ raises for malformed text
+            detail = " ".join((errors[-1] if errors else str(exc)).split())[:160]
         raise InputError(f"The {what} {str(value)[:80]!r} is not a coordinate reference system GDAL/PROJ knows "
                          f"({detail}); give e.g. EPSG:4326.") from None
 
