@@ -1,0 +1,190 @@
+"""Hostile events (issue 12): real kills mid-run and two runs writing the same output at once.
+
+Through the engine's command line, the engine worker (``python -m optsar_plugin worker``, as QGIS
+starts it) and ``qgis_process``.  After each: no temporary file is left (SIGKILL cannot be caught:
+its leftovers are recognisable and the next run in the folder removes them), nothing at the
+output path unless a run completed, every input byte-identical, no process left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rasterio
+
+from tests.helpers import QGIS_PROCESS, qgis_env
+from tests.hostile import TEMP_MARK, snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def big(hostile_data, tmp_path_factory):
+    """A 512 x 512 scene (a classification of it takes long enough to be killed half-way) and the tiny checkpoint."""
+    from optsar_plugin.sample_scene import make_sample_scene
+
+    folder = tmp_path_factory.mktemp("hostile_big")
+    paths = make_sample_scene(folder / "scene", size=512, seed=5, clouds=False)
+    return {"optical": paths["optical"], "sar": paths["sar"], "checkpoint": hostile_data["CK"], "folder": folder}
+
+
+def classify_cmd(big, output, *extra):
+    return [sys.executable, "-m", "optsar_plugin", "classify", "--optical", big["optical"], "--sar", big["sar"],
+            "--checkpoint", big["checkpoint"], "--device", "cpu", "--tile-size", "64", "--batch-size", "1",
+            "--output", str(output), *extra]
+
+
+def temps(folder: Path):
+    return sorted(p.name for p in Path(folder).iterdir() if TEMP_MARK in p.name)
+
+
+def wait_for_temp(folder: Path, proc, seconds: float = 120.0) -> None:
+    """Until the run has reserved its temporary files (and written for a moment)."""
+    t0 = time.monotonic()
+    while not temps(folder):
+        assert proc.poll() is None, f"the run ended before it was killed: {proc.communicate()}"
+        assert time.monotonic() - t0 < seconds, "no temporary file appeared"
+        time.sleep(0.05)
+    time.sleep(0.5)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def children(pid: int):
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def test_cli_sigterm_mid_run_cleans_up_and_exits(big, tmp_path):
+    inputs = snapshot(Path(big["folder"]))
+    proc = subprocess.Popen(classify_cmd(big, tmp_path / "map.tif", "--confidence", str(tmp_path / "conf.tif")),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_temp(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert [line for line in err.splitlines() if "error" in line.lower()] == [
+        "error: Stopped by SIGTERM; no output was written."]
+    assert "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+    assert snapshot(Path(big["folder"])) == inputs
+
+
+def test_cli_sigkill_leftovers_are_swept_by_the_next_run(big, hostile_data, tmp_path):
+    proc = subprocess.Popen(classify_cmd(big, tmp_path / "map.tif"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for_temp(tmp_path, proc)
+    proc.kill()
+    proc.wait()
+    left = temps(tmp_path)
+    assert left and all(f"-{proc.pid}-" in name for name in left)  # recognisable: named after the dead writer
+    assert not (tmp_path / "map.tif").exists()
+    small = {"optical": f"{hostile_data['S']}/optical.tif", "sar": f"{hostile_data['S']}/sar.tif",
+             "checkpoint": hostile_data["CK"]}
+    done = subprocess.run(classify_cmd(small, tmp_path / "next.tif"), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["next.qml", "next.tif", "next.tif.aux.xml"]
+
+
+def worker_job(big, output):
+    return json.dumps({"protocol": 1, "function": "classify", "kwargs": {
+        "optical": big["optical"], "sar": big["sar"], "checkpoint": big["checkpoint"], "output": str(output),
+        "device": "cpu", "tile_size": 64, "batch_size": 1}})
+
+
+def start_worker(big, output):
+    proc = subprocess.Popen([sys.executable, "-m", "optsar_plugin", "worker"], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(worker_job(big, output))
+    proc.stdin.close()
+    proc.stdin = None  # communicate() must not flush it again
+    return proc
+
+
+def test_worker_sigterm_mid_run_reports_cancelled_and_cleans_up(big, tmp_path):
+    proc = start_worker(big, tmp_path / "map.tif")
+    wait_for_temp(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert proc.returncode == 3 and events[-1]["event"] == "error" and events[-1]["kind"] == "cancelled", (out, err)
+    assert "Traceback" not in err and os.listdir(tmp_path) == []
+
+
+def test_worker_sigkill_leftovers_are_swept(big, tmp_path):
+    from optsar_plugin.fileio import sweep_leftovers
+
+    proc = start_worker(big, tmp_path / "map.tif")
+    wait_for_temp(tmp_path, proc)
+    proc.kill()
+    proc.communicate()
+    assert temps(tmp_path)  # what the QGIS side (worker_client) sweeps after a worker died
+    assert sweep_leftovers(tmp_path) and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_qgis_process_killed_mid_run_leaves_no_worker_and_no_file(big, tmp_path, sig):
+    """qgis_process dies (a closed terminal, a killed job): the worker notices within seconds and cleans up."""
+    inputs = snapshot(Path(big["folder"]) / "scene")
+    args = [QGIS_PROCESS, "run", "optsar:classify", "--", f"OPTICAL={big['optical']}", f"SAR={big['sar']}",
+            f"CHECKPOINT={big['checkpoint']}", "DEVICE=cpu", "TILE_SIZE=64", "BATCH_SIZE=1",
+            f"OUTPUT={tmp_path / 'map.tif'}"]
+    proc = subprocess.Popen(args, env=qgis_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_temp(tmp_path, proc, seconds=180)
+    workers = children(proc.pid)
+    assert workers, "qgis_process runs the classification in a worker process"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    t0 = time.monotonic()
+    while (any(alive(w) for w in workers) or temps(tmp_path)) and time.monotonic() - t0 < 20:
+        time.sleep(0.2)
+    assert not any(alive(w) for w in workers), "the worker outlived qgis_process"
+    assert os.listdir(tmp_path) == []
+    assert {k: v for k, v in snapshot(Path(big["folder"]) / "scene").items() if not k.endswith(".aux.xml")} == {
+        k: v for k, v in inputs.items() if not k.endswith(".aux.xml")}
+
+
+def test_two_classifications_writing_the_same_output_at_once(hostile_data, tmp_path):
+    small = {"optical": f"{hostile_data['S']}/optical.tif", "sar": f"{hostile_data['S']}/sar.tif",
+             "checkpoint": hostile_data["CK"]}
+    inputs = snapshot(Path(hostile_data["D"]))
+    procs = [subprocess.Popen(classify_cmd(small, tmp_path / "map.tif"), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert [r[0] for r in results] == [0, 0], results
+    assert sorted(os.listdir(tmp_path)) == ["map.qml", "map.tif", "map.tif.aux.xml"]
+    with rasterio.open(tmp_path / "map.tif") as ds:
+        assert ds.colormap(1) and set(map(int, ds.read(1).ravel())) <= {0, 4, 6, 255}
+    assert snapshot(Path(hostile_data["D"])) == inputs
+
+
+def test_two_samples_writing_the_same_layer_at_once(hostile_data, tmp_path):
+    from osgeo import ogr
+
+    cmd = [sys.executable, "-m", "optsar_plugin", "sample", f"{hostile_data['S']}/truth.tif",
+           str(tmp_path / "points.gpkg"), "--total", "40", "--min-per-class", "0"]
+    procs = [subprocess.Popen(cmd + ["--seed", str(k)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for k in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert [r[0] for r in results] == [0, 0], results
+    assert os.listdir(tmp_path) == ["points.gpkg"]
+    ds = ogr.Open(str(tmp_path / "points.gpkg"))
+    assert ds.GetLayer(0).GetFeatureCount() == 40
