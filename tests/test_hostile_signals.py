@@ -188,3 +188,21 @@ def test_two_samples_writing_the_same_layer_at_once(hostile_data, tmp_path):
     assert os.listdir(tmp_path) == ["points.gpkg"]
     ds = ogr.Open(str(tmp_path / "points.gpkg"))
     assert ds.GetLayer(0).GetFeatureCount() == 40
+
+
+@pytest.mark.parametrize("limit", [4_000, 60_000], ids=["at_close", "mid_write"])
+def test_a_full_disk_is_one_line_and_publishes_nothing(big, tmp_path, limit):
+    """A file-size limit stands in for a full disk: GDAL fails while the blocks are written or when the file is
+    closed (rasterio 1.3 closes without an exception: the corrupt map used to be published)."""
+    import resource
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = classify_cmd(big, tmp_path / "map.tif", "--confidence", str(tmp_path / "conf.tif"), "--tile-size", "256",
+                       "--batch-size", "4")  # the later options win: a quick run
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, preexec_fn=small_files, timeout=600)
+    lines = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"Cannot write the output raster in the folder '{tmp_path}'" in lines[0], lines
+    assert "Traceback" not in proc.stderr and os.listdir(tmp_path) == []
