@@ -51,7 +51,8 @@ class Case:
     ``absent``: paths that must not exist afterwards (every output named in ``args`` by default);
     ``present``: paths that must exist (cases expected to succeed).  ``needs``: a capability of the
     data tree the case needs (``readonly``); ``max_seconds``: an upper bound on the run (memory and
-    time bombs), measured inside the process for ``cli``/``worker``.
+    time bombs), measured inside the process for ``cli``/``worker``.  ``prepare``: files the user already has
+    beside the outputs; ``expect``: what the output must say (a warning).
     """
 
     name: str
@@ -64,6 +65,8 @@ class Case:
     present: Tuple[str, ...] = ()
     needs: str = ""
     max_seconds: Optional[float] = None
+    prepare: Tuple[Tuple[str, str], ...] = ()  # (path, text) written before the run (files a user already has)
+    expect: str = ""  # a regular expression the run's output must match (a warning)
 
 
 # -- the data tree ---------------------------------------------------------------------------------
@@ -139,6 +142,7 @@ def _crafted_rasters(scene: Path, c: Path) -> None:
     _write(c / "complex_map.tif", truth.astype("complex64"), optical)
     _write(c / "float_map.tif", truth.astype("float32") + 0.5, optical)
     _write(c / "sar_one_band.tif", np.ones((1, 96, 96), "float32"), optical)
+    _write(c / "continuous.tif", (np.arange(96 * 96) % 2000).reshape(96, 96).astype("int16"), optical)
     os.symlink("/dev/zero", c / "dev_zero.tif")
     os.mkfifo(c / "fifo.tif")
     _many_named_classes(c / "many_classes.tif", optical)
@@ -381,8 +385,12 @@ def check(case: Case, result: Dict, values: Dict[str, str]) -> None:
     assert not temps, f"temporary files left: {temps}; {where}"
     for path in fill(list(case.absent), values) + (outputs_named(case, values) if case.status != 0 else []):
         assert not os.path.exists(path), f"{path} exists after a failed run; {where}"
+    prepared = {os.path.basename(p) for p, _ in fill([list(x) for x in case.prepare], values)}
     if case.status != 0:
-        assert not result["out_files"], f"the failed run left {result['out_files']}; {where}"
+        left = [f for f in result["out_files"] if f not in prepared]
+        assert not left, f"the failed run left {left}; {where}"
+    if case.expect:
+        assert re.search(case.expect, text, re.I), f"the output does not say {case.expect!r}; {where}"
     for path in fill(list(case.present), values):
         assert os.path.exists(path), f"{path} is missing; {where}"
     if case.max_seconds is not None:
@@ -393,7 +401,11 @@ def case_values(values: Dict[str, str], case: Case) -> Dict[str, str]:
     """The placeholder values of one case: its own output folder ``{O}`` (created empty)."""
     out = Path(values["OUT"]) / case.name
     out.mkdir(exist_ok=True)
-    return {**values, "O": str(out)}
+    v = {**values, "O": str(out)}
+    for path, text in fill([list(x) for x in case.prepare], v):
+        if not os.path.exists(path):
+            Path(path).write_text(text, encoding="utf-8")
+    return v
 
 
 def run_subprocess_case(case: Case, values: Dict[str, str], argv: Sequence[str], env=None, timeout=300,

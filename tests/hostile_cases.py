@@ -205,6 +205,9 @@ CLASSIFY_OPTIONS = [
 ]
 
 CLASSIFY_VALID_ODD = [
+    cli("classify_style_replaces_a_users_file", classify(), 0, note="a map.qml of the user's beside a new map.tif",
+        prepare=(("{O}/map.qml", "<qgis>the user's own style</qgis>"),), present=("{O}/map.tif",),
+        expect=r"WARNING: The style file of the output classification '.*map\.qml' replaced a file of the same name"),
     cli("classify_unicode_paths", classify(optical="{U}/ñ_optical.tif", sar="{U}/ñ_sar.tif", ck="{U}/modèle.safetensors",
                                            out="{O}/carte_é.tif"), 0,
         note="every path non-ASCII: works", present=("{O}/carte_é.tif", "{O}/carte_é.qml")),
@@ -262,6 +265,9 @@ ASSESS = [
                                                      reference="{C}/unknown_name.gpkg", field="cls"), 2,
         r"'rainforest'.*match no class.*land cover type 11'(?!.*type 12').* and 188 more",
         "an unknown class name against 200 named classes: a dozen listed, not all"),
+    cli("assess_continuous_map", assess("--metrics", "{O}/m.json", classification="{C}/continuous.tif"), 2,
+        r"continuous\.tif.* 2000 distinct values.*at most 1000", "an int16 map of 2000 values (message said "
+        "'at most {MAX_CLASSES}')"),
     cli("assess_confidence_1_5", assess("--confidence", "1.5", "--metrics", "{O}/m.json"), 2,
         r"confidence level .*0\.5 and 1", "--confidence 1.5"),
     cli("assess_ignore_not_codes", assess("--ignore", "water,x", "--metrics", "{O}/m.json"), 2,
@@ -313,6 +319,12 @@ BATCH = [
     cli("batch_map_would_replace_optical", batch(out="{S}", scenes="{D}/scenes_optical.csv"), 2,
         r"map of scene optical.*same file as the optical raster", "a scene named 'optical' written into its own folder"),
     cli("batch_output_dir_is_a_file", batch(out="{CK}"), 2, r"tiny\.safetensors", "OUTPUT_DIR is a file"),
+    cli("batch_mosaic_is_optical", batch("--mosaic", "/{S}/optical.tif"), 2, r"mosaic .*" + SAME.format("optical raster"),
+        "MOSAIC = a scene's optical raster through // (was found only after every scene)"),
+    cli("batch_area_table_is_scenes_table", batch("--area-table", "{D}/link/../scenes.csv"), 2,
+        r"class-area table .*" + SAME.format("scenes table"), "AREA_TABLE = SCENES"),
+    cli("batch_mosaic_is_area_table", batch("--mosaic", "{O}/areas.tif", "--area-table", "{O}/areas.tif"), 2,
+        r"are the same file", "MOSAIC = AREA_TABLE"),
 ]
 
 SAMPLE_SCENE = [
