@@ -59,7 +59,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 _HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 # "-<start>" is absent from the names of version 0.1 (pid only); mkstemp's random part has no "-" or ".".
 _LEFTOVER = re.compile(r"^\..*\.optsar-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?:(?P<start>\d+)-)?[^.-]*\.tmp")
-_MAX_NAME = 120  # characters of the final name kept in a temporary name (NAME_MAX is 255 bytes)
+_MAX_NAME = 120  # bytes of the final name kept in a temporary name (NAME_MAX is 255 bytes)
 
 # Files read together with a dataset: writing one of them changes or corrupts the dataset although its
 # own file is untouched.  Appended to the file name: GDAL's PAM side-car, external overviews and masks,
@@ -94,7 +94,8 @@ def temp_path(final: PathLike, create: bool = True) -> str:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{final.name[:_MAX_NAME]}.optsar-{_HOST}-{os.getpid()}-{_start_time(os.getpid()) or 0}-"
+    short = final.name.encode("utf-8", "surrogateescape")[:_MAX_NAME].decode("utf-8", "ignore")  # NAME_MAX counts bytes
+    prefix = f".{short}.optsar-{_HOST}-{os.getpid()}-{_start_time(os.getpid()) or 0}-"
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + final.suffix, dir=str(final.parent))
     os.close(fd)
     if not create:

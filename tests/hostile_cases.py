@@ -204,7 +204,11 @@ CLASSIFY_OPTIONS = [
     cli("classify_unknown_device", classify("--device", "tpu"), 2, r"--device.*invalid choice", "--device tpu"),
 ]
 
+LONG_NAME = "土地被覆" * 20 + ".tif"  # 244 bytes: a valid name whose temporary sibling must be shorter
+
 CLASSIFY_VALID_ODD = [
+    cli("classify_long_non_ascii_name", classify(out="{O}/" + LONG_NAME), 0, note="an output name of 244 bytes",
+        present=("{O}/" + LONG_NAME,)),
     cli("classify_style_replaces_a_users_file", classify(), 0, note="a map.qml of the user's beside a new map.tif",
         prepare=(("{O}/map.qml", "<qgis>the user's own style</qgis>"),), present=("{O}/map.tif",),
         expect=r"WARNING: The style file of the output classification '.*map\.qml' replaced a file of the same name"),
