@@ -22,7 +22,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from optsar_plugin.options import DEFAULT_BATCH, DEFAULT_TILE, DEVICES, MODELS, PRECISIONS  # torch-free
+from optsar_plugin.options import DEFAULT_BATCH, DEFAULT_TILE, DEVICES, MODELS, PRECISIONS, TTA_MODES  # torch-free
 
 from .base import ImageryInputs, OptsarAlgorithm, check_band_numbers
 
@@ -72,6 +72,7 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     PRECISION = "PRECISION"
+    TTA = "TTA"
     OUTPUT = "OUTPUT"
     OUTPUT_CONFIDENCE = "OUTPUT_CONFIDENCE"
     OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
@@ -104,7 +105,10 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
         "optional, default the smaller of 64 px and a quarter of the tile): pixels shared by neighbouring windows, "
         "less than half the tile. <b>Batch size</b> (BATCH_SIZE, default 4): windows per forward pass. <b>Precision</b> "
         "(PRECISION: fp32, or bf16/fp16 mixed precision on a CUDA GPU; on the CPU always fp32). If the GPU runs out "
-        "of memory the batch and then the tile are halved automatically, with a warning.<br><br>"
+        "of memory the batch and then the tile are halved automatically, with a warning. <b>Test-time augmentation</b> "
+        "(TTA: off; flips = 4 passes; d4 = 8 passes, flips and quarter turns): the network also sees flipped and "
+        "rotated copies of every window and the probabilities are averaged - slower by the number of passes; "
+        "what it changes is measured in the README.<br><br>"
         "Outputs: <b>Land cover</b> (OUTPUT): a tiled, compressed 8-bit GeoTIFF with the checkpoint's class codes "
         "(class 0 is an ordinary class; 255 = nodata, where all optical bands or all SAR bands are nodata), a colour "
         "table and class names, metadata (model, checkpoint hash, date) and a .qml style beside it. "
@@ -148,6 +152,10 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
             QgsProcessingParameterEnum(
                 self.PRECISION, "Precision (bf16/fp16 on CUDA only)", options=list(PRECISIONS), defaultValue="fp32",
                 usesStaticStrings=True,
+            ),
+            QgsProcessingParameterEnum(
+                self.TTA, "Test-time augmentation (flips: 4 passes, d4: 8 passes)", options=list(TTA_MODES),
+                defaultValue="off", usesStaticStrings=True,
             ),
         ]
         for p in advanced:
@@ -234,6 +242,7 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
             overlap=self._overlap(parameters, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "fp32",
+            tta=self.parameterAsEnumString(parameters, self.TTA, context) or "off",
             output_confidence=confidence,
             output_probabilities=probabilities,
         )

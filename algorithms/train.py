@@ -12,6 +12,8 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessing,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -22,7 +24,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from optsar_plugin.options import CLOUD_SIMULATION, DEVICES, MODEL_SIZES, MODELS  # torch-free
+from optsar_plugin.options import CLASS_BALANCE, CLOUD_SIMULATION, DEVICES, MODEL_SIZES, MODELS  # torch-free
 from optsar_plugin.options import TRAIN_PRECISIONS as PRECISIONS
 
 from .base import ImageryInputs, OptsarAlgorithm, raster_path
@@ -44,6 +46,8 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
     MODEL = "MODEL"
     MODEL_SIZE = "MODEL_SIZE"
     INIT_CHECKPOINT = "INIT_CHECKPOINT"
+    MAX_STEPS = "MAX_STEPS"
+    PATIENCE = "PATIENCE"
     EPOCHS = "EPOCHS"
     TILE_SIZE = "TILE_SIZE"
     BATCH_SIZE = "BATCH_SIZE"
@@ -54,12 +58,15 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
     STEPS_PER_EPOCH = "STEPS_PER_EPOCH"
     CLOUD_SIMULATION = "CLOUD_SIMULATION"
     PRECISION = "PRECISION"
+    CLASS_BALANCE = "CLASS_BALANCE"
+    RESUME = "RESUME"
     OUTPUT_CHECKPOINT = "OUTPUT_CHECKPOINT"
     OUTPUT_LOG = "OUTPUT_LOG"
     OUTPUT_CURVE = "OUTPUT_CURVE"
     BEST_EPOCH = "BEST_EPOCH"
     BEST_MIOU = "BEST_MIOU"
     BEST_OA = "BEST_OA"
+    STOPPED = "STOPPED"
 
     HELP = (
         "Trains one of the three networks (MOSFNet, SpecSAR-Former, CloudLULC-Net) - or fine-tunes a checkpoint - "
@@ -81,30 +88,43 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         "pixels of overlapping polygons of different classes are left out; unlabelled pixels are ignored by the loss. "
         "Or <b>Label raster</b> (LABELS): class codes per pixel (its nodata and 255 = unlabelled), warped by nearest "
         "neighbour; names from its category names. Give one of REFERENCE and LABELS.<br>"
-        "<b>Model</b> (MODEL) and <b>Model size</b> (MODEL_SIZE): <i>small</i> (default) is a narrow, shallow variant "
-        "of the same architecture that trains in minutes on a CPU; <i>paper</i> is the published size (use a GPU). "
+        "<b>Model</b> (MODEL) and <b>Model size</b> (MODEL_SIZE): <i>auto</i> (default) is the published size on a "
+        "CUDA GPU and <i>small</i> on the CPU; <i>small</i> is a narrow, shallow variant of the same architecture "
+        "that trains in minutes on a CPU; <i>paper</i> is the published size (use a GPU). "
         "<b>Initial checkpoint</b> (INIT_CHECKPOINT, optional): fine-tune it instead of starting from random weights. "
         "It must hold the same network and the same number of bands; its size and normalisation are kept. If the "
         "classes differ, the class-dependent layers (classifier, auxiliary heads) are re-initialised and the rest "
         "continues from the checkpoint.<br>"
-        "<b>Epochs</b> (EPOCHS): passes over the training area (one epoch samples as many tiles as cover the "
-        "training blocks once). <b>Tile size</b> (TILE_SIZE, px, multiple of 32, at least 64; the papers use 510-512). "
-        "<b>Batch size</b> (BATCH_SIZE). <b>Learning rate</b> (LEARNING_RATE, 0 = the model's recipe: AdamW with "
-        "warm-up and poly/cosine decay; 1e-3 for small models). <b>Validation fraction</b> (VALIDATION_FRACTION): "
-        "share of the labelled pixels held out as whole spatial blocks of 2 x 2 tiles (not random pixels, which "
-        "would inflate the accuracy); 0 = no validation, keep the last epoch. <b>Seed</b> (SEED): the same seed and "
-        "data give the same result on the CPU. <b>Device</b> (DEVICE): auto uses a CUDA GPU when there is one.<br>"
-        "<b>Advanced</b>: <b>Steps per epoch</b> (STEPS_PER_EPOCH, 0 = automatic); <b>Cloud simulation</b> "
-        "(CLOUD_SIMULATION: auto = simulated clouds and shadows on half of the training tiles for CloudLULC-Net "
-        "only; on; off); <b>Precision</b> (PRECISION: bf16 mixed precision on a CUDA GPU).<br><br>"
-        "Each network trains with its paper's loss (cross-entropy with an auxiliary head for MOSFNet, focal loss "
-        "for SpecSAR-Former, the semantic-anchor loss for CloudLULC-Net) and random flips/rotations. After every "
-        "epoch the held-out blocks are classified; the epoch with the best validation mIoU is kept. Cancelling keeps "
-        "and writes the best epoch so far.<br>"
+        "Every setting below left at 0 is chosen for your data and device when the run starts, and the log and the "
+        "training report say what was chosen. <b>Step budget</b> (MAX_STEPS, 0 = automatic: on a CPU a budget a "
+        "small network finishes within about ten minutes, on a GPU a longer one): training stops there at the "
+        "latest. Every <b>Steps per epoch</b> (STEPS_PER_EPOCH, advanced) steps the held-out blocks are classified; "
+        "<b>Patience</b> (PATIENCE, advanced, -1 = automatic, 0 = never): training stops early when the validation "
+        "mIoU has not improved for that many validations. The log and the report say why training stopped. "
+        "<b>Epochs</b> (EPOCHS, advanced, 0 = from the step budget): a fixed number of epochs of STEPS_PER_EPOCH "
+        "steps instead. <b>Tile size</b> (TILE_SIZE, px, multiple of 32, at least 64, 0 = automatic: 128 on a CPU, "
+        "512 on a GPU, at most the raster) and <b>Batch size</b> (BATCH_SIZE, 0 = automatic). <b>Learning rate</b> "
+        "(LEARNING_RATE, 0 = the model's recipe: AdamW with warm-up and poly/cosine decay; 1e-3 for small models). "
+        "<b>Validation fraction</b> (VALIDATION_FRACTION): share of the labelled pixels held out as whole spatial "
+        "blocks (two tiles wide, smaller when the labels cover only a few tiles, so that a single labelled chip "
+        "still trains), never random pixels, which would inflate the accuracy; 0 = no validation, keep the last "
+        "epoch. <b>Seed</b> (SEED): the same seed and data give the same result on the CPU. <b>Device</b> (DEVICE): "
+        "auto uses a CUDA GPU when there is one. <b>Resume</b> (RESUME): continue an interrupted run of the same "
+        "checkpoint with the same inputs and settings; a resumable state is written beside the checkpoint after "
+        "every epoch and removed when a run completes.<br>"
+        "<b>Advanced</b>: <b>Class balance</b> (CLASS_BALANCE: auto, none, sqrt, inverse - class weights of the "
+        "loss from the class frequencies); <b>Cloud simulation</b> (CLOUD_SIMULATION: auto = simulated clouds and "
+        "shadows on half of the training tiles for CloudLULC-Net only; on; off); <b>Precision</b> (PRECISION: bf16 "
+        "mixed precision on a CUDA GPU).<br><br>"
+        "Each network trains with its paper's loss (cross-entropy for MOSFNet, focal loss for SpecSAR-Former, the "
+        "semantic-anchor loss for CloudLULC-Net) and random flips/rotations; training tiles are centred on labelled "
+        "pixels with rarer classes drawn more often. The epoch with the best validation mIoU is kept. Cancelling "
+        "keeps and writes the best epoch so far (and the resumable state).<br>"
         "Outputs: <b>Checkpoint</b> (OUTPUT_CHECKPOINT, .safetensors: weights, classes with colours, band names, "
         "normalisation statistics and the training record); <b>Training log</b> (OUTPUT_LOG, CSV: per epoch the "
         "loss, validation loss, OA, mIoU, macro F1, mIoU under clouds and per-class IoU); <b>Training curve</b> "
-        "(OUTPUT_CURVE, a self-contained HTML page with the curves). Numbers BEST_EPOCH, BEST_MIOU, BEST_OA. "
+        "(OUTPUT_CURVE, a self-contained HTML report: model, inputs, classes, why training stopped, the curves, the "
+        "settings used). Numbers BEST_EPOCH, BEST_MIOU, BEST_OA; STOPPED says why training stopped. "
         "A failed run leaves no output."
     )
 
@@ -124,17 +144,19 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             self.MODEL, "Model", options=list(MODELS), defaultValue="specsar_former", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterEnum(
-            self.MODEL_SIZE, "Model size (small: CPU-friendly; paper: as published)", options=list(MODEL_SIZES),
-            defaultValue="small", usesStaticStrings=True))
+            self.MODEL_SIZE, "Model size (auto: paper on a GPU, small on the CPU)", options=list(MODEL_SIZES),
+            defaultValue="auto", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
             self.INIT_CHECKPOINT, "Initial checkpoint to fine-tune", behavior=QgsProcessingParameterFile.Behavior.File,
             fileFilter="OptSAR Fusion checkpoints (*.safetensors);;All files (*.*)", optional=True))
         integer, double = QgsProcessingParameterNumber.Type.Integer, QgsProcessingParameterNumber.Type.Double
-        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, "Epochs", type=integer, defaultValue=10, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size (px, multiple of 32)", type=integer, defaultValue=256, minValue=64, maxValue=2048))
+            self.MAX_STEPS, "Step budget (0 = automatic for the device)", type=integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, "Batch size", type=integer, defaultValue=4, minValue=1, maxValue=256))
+            self.TILE_SIZE, "Tile size (px, multiple of 32; 0 = automatic)", type=integer, defaultValue=0, minValue=0,
+            maxValue=2048))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, "Batch size (0 = automatic)", type=integer, defaultValue=0, minValue=0, maxValue=256))
         self.addParameter(QgsProcessingParameterNumber(
             self.LEARNING_RATE, "Learning rate (0 = the model's recipe)", type=double, defaultValue=0.0, minValue=0.0,
             maxValue=1.0))
@@ -144,10 +166,20 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed", type=integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=list(DEVICES), defaultValue="auto", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RESUME, "Resume an interrupted run of this checkpoint", defaultValue=False))
         advanced = [
             QgsProcessingParameterNumber(
-                self.STEPS_PER_EPOCH, "Steps per epoch (0 = cover the training blocks once)", type=integer,
+                self.STEPS_PER_EPOCH, "Steps per epoch: steps between validations (0 = automatic)", type=integer,
                 defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(
+                self.PATIENCE, "Patience: validations without improvement before stopping (-1 = automatic, 0 = never)",
+                type=integer, defaultValue=-1, minValue=-1),
+            QgsProcessingParameterNumber(
+                self.EPOCHS, "Epochs (0 = from the step budget)", type=integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterEnum(
+                self.CLASS_BALANCE, "Class balance of the loss (auto: the network's recipe)", options=list(CLASS_BALANCE),
+                defaultValue="auto", usesStaticStrings=True),
             QgsProcessingParameterEnum(
                 self.CLOUD_SIMULATION, "Simulated clouds on training tiles (auto: CloudLULC-Net only)",
                 options=list(CLOUD_SIMULATION), defaultValue="auto", usesStaticStrings=True),
@@ -167,6 +199,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, "Best epoch"))
         self.addOutput(QgsProcessingOutputNumber(self.BEST_MIOU, "Best validation mIoU"))
         self.addOutput(QgsProcessingOutputNumber(self.BEST_OA, "Validation overall accuracy at the best epoch"))
+        self.addOutput(QgsProcessingOutputString(self.STOPPED, "Why training stopped"))
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -185,7 +218,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         if has_ref and not self._field(parameters, self.CLASS_FIELD, context):
             return False, "Choose the reference field that holds the classes (CLASS_FIELD)."
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
-        if tile % 32:
+        if tile and (tile % 32 or tile < 64):
             return False, f"Tile size {tile} is not allowed: the networks need a multiple of 32 pixels (e.g. 128 or 256)."
         return True, ""
 
@@ -215,11 +248,13 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             sar_bands=imagery["sar_bands"],
             cloud_mask=imagery["cloud_mask"],
             model=self.parameterAsEnumString(parameters, self.MODEL, context) or "specsar_former",
-            model_size=self.parameterAsEnumString(parameters, self.MODEL_SIZE, context) or "small",
+            model_size=self.parameterAsEnumString(parameters, self.MODEL_SIZE, context) or "auto",
             init_checkpoint=self.parameterAsFile(parameters, self.INIT_CHECKPOINT, context) or None,
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            max_steps=self.parameterAsInt(parameters, self.MAX_STEPS, context) or None,
+            patience=_auto(self.parameterAsInt(parameters, self.PATIENCE, context)),
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context) or None,
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context) or None,
             validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
@@ -227,6 +262,8 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             steps_per_epoch=self.parameterAsInt(parameters, self.STEPS_PER_EPOCH, context) or None,
             cloud_simulation=self.parameterAsEnumString(parameters, self.CLOUD_SIMULATION, context) or "auto",
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "fp32",
+            class_balance=self.parameterAsEnumString(parameters, self.CLASS_BALANCE, context) or "auto",
+            resume=self.parameterAsBoolean(parameters, self.RESUME, context),
             **outputs,
         )
         result = self.run_worker("train", kwargs, feedback, outputs=outputs.values(),
@@ -234,8 +271,9 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         best = result["best"]
         feedback.pushInfo(
             f"Best epoch {result['best_epoch']} of {len(result['history'])}: validation mIoU "
-            f"{_fmt(best.get('val_miou'))}, OA {_fmt(best.get('val_oa'))}; {result['seconds_per_epoch']} s per epoch "
-            f"on {result['device']}." + (" Training was cancelled; the best epoch so far was written." if result["cancelled"] else "")
+            f"{_fmt(best.get('val_miou'))}, OA {_fmt(best.get('val_oa'))}; {result['steps']} steps, "
+            f"{result['seconds_per_epoch']} s per epoch on {result['device']}; stopped: {result['stop_reason']}."
+            + (" The best epoch so far was written; RESUME continues the run." if result["cancelled"] else "")
         )
         return {
             self.OUTPUT_CHECKPOINT: result["checkpoint"],
@@ -244,7 +282,13 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             self.BEST_EPOCH: result["best_epoch"],
             self.BEST_MIOU: best.get("val_miou"),
             self.BEST_OA: best.get("val_oa"),
+            self.STOPPED: result["stop_reason"],
         }
+
+
+def _auto(value: int):
+    """-1 (automatic) -> None, else the number."""
+    return None if value is None or value < 0 else value
 
 
 def _fmt(v):

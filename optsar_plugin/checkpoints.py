@@ -393,8 +393,10 @@ def load_model(path: PathLike, device="cpu"):
 
 def _build(build_model, p: Path, meta: CheckpointMetadata):
     """The network the metadata describes; configuration problems are :class:`CheckpointError` naming the file."""
+    from .models import complete_config
+
     try:
-        return build_model(meta.model, **meta.config)
+        return build_model(meta.model, **complete_config(meta.model, meta.config))
     except OptsarError as exc:
         raise CheckpointError(f"Checkpoint '{p}': cannot rebuild model '{meta.model}': {exc}") from None
     except (TypeError, ValueError, OverflowError) as exc:

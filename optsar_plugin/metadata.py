@@ -9,7 +9,11 @@
     bands           {"optical": [str], "sar": [str]}  required; band names in input order, one per model band
     normalisation   {"optical": stats, "sar": stats}  required; stats = {"method": "robust_zscore" (optional),
                                                       "to_db": bool, "center": [finite], "scale": [> 0],
-                                                      "clip": > 0 (optional)}, one value per band
+                                                      "clip": > 0 (optional), "units": units (optional)},
+                                                      one value per band; units = the training data's encoding
+                                                      (normalisation.raster_units): optical {"scale": [finite],
+                                                      "offset": [finite], "source": str}, SAR {"to_db": [bool],
+                                                      "source": str}
     classes         [{"code": 0-254, "name": str, "color": "#RRGGBB"}]  required, one per model class,
                                                       in logit order, unique codes
     nodata          {"output": 255, "ignore_index": 255}  optional (always these values)
@@ -131,8 +135,23 @@ class _Fields:
         return [float(v) for v in value]
 
 
+def _units(f: _Fields, value, name: str, count: int) -> None:
+    u = f.obj(value, name, optional=("scale", "offset", "to_db", "source"))
+    if "scale" in u or "offset" in u:
+        f.numbers(u.get("scale"), f"{name}.scale", count)
+        f.numbers(u.get("offset"), f"{name}.offset", count)
+    elif "to_db" in u:
+        flags = u["to_db"]
+        if not isinstance(flags, list) or len(flags) != count or not all(isinstance(b, bool) for b in flags):
+            f.fail(f"{name}.to_db", f"must be a list of {count} true/false value(s), one per band")
+    else:
+        f.fail(name, "must give scale and offset (optical) or to_db (SAR)")
+
+
 def _stats(f: _Fields, value, name: str, count: int) -> Dict:
-    s = f.obj(value, name, required=("to_db", "center", "scale"), optional=("method", "clip"))
+    s = f.obj(value, name, required=("to_db", "center", "scale"), optional=("method", "clip", "units"))
+    if "units" in s:
+        _units(f, s["units"], f"{name}.units", count)
     if s.get("method", NORMALISATION_METHODS[0]) not in NORMALISATION_METHODS:
         f.fail(f"{name}.method", f"must be one of {', '.join(NORMALISATION_METHODS)}, got {s['method']!r:.40}")
     if not isinstance(s["to_db"], bool):

@@ -14,11 +14,13 @@ from .errors import InputError
 from .models import MODEL_NAMES
 
 MODELS = MODEL_NAMES  # the networks, in the registry's order
-MODEL_SIZES = ("small", "paper")  # training: CPU-friendly variant or the published size
+MODEL_SIZES = ("auto", "small", "paper")  # training: auto = paper on a CUDA GPU, small (CPU-friendly) on the CPU
+CLASS_BALANCE = ("auto", "none", "sqrt", "inverse")  # training: class weights of the loss
 DEVICES = ("auto", "cuda", "cpu")
 PRECISIONS = ("fp32", "bf16", "fp16")  # inference; bf16/fp16 only on a CUDA GPU
 TRAIN_PRECISIONS = ("fp32", "bf16")
 CLOUD_MODES = ("auto", "keep", "zero")  # optical data under the cloud mask (see cloud_handling)
+TTA_MODES = ("off", "flips", "d4")  # test-time augmentation: none, 4 flips, the 8 flips and rotations
 CLOUD_SIMULATION = ("auto", "on", "off")  # simulated clouds on training tiles
 ALLOCATIONS = ("proportional", "equal", "olofsson")  # stratified sample allocation
 

@@ -453,6 +453,27 @@ def read_window(ds, bands: Sequence[int], row: int, col: int, height: int, width
     return data
 
 
+def sample_values(ds, bands: Sequence[int], region: Optional[Region] = None, max_pixels: int = 1 << 16) -> np.ndarray:
+    """(bands, N) float32 values of a decimated read of ``region`` (default: the whole raster), NaN for invalid.
+
+    For statistics of a whole scene (the encoding of its values) without reading it all:
+    GDAL reads overviews where the raster has them, else decimates (nearest).
+    """
+    from rasterio.windows import Window
+
+    win = Window(0, 0, ds.width, ds.height) if region is None else region.window()
+    h, w = int(win.height), int(win.width)
+    f = max(1.0, math.sqrt(h * w / float(max_pixels)))
+    shape = (len(bands), max(1, int(h / f)), max(1, int(w / f)))
+    data = read(ds, list(bands), window=win, out_shape=shape, out_dtype="float32", masked=True)
+    out = np.asarray(data.filled(np.nan), np.float32)
+    for k, b in enumerate(bands):
+        nd = ds.nodatavals[b - 1]
+        if nd is not None and not math.isnan(nd):
+            out[k][out[k] == np.float32(nd)] = np.nan
+    return out.reshape(len(bands), -1)
+
+
 def pad_reflect(data: np.ndarray, pad) -> np.ndarray:
     """``numpy.pad`` reflect, falling back to edge replication on axes of length 1."""
     mode = "reflect" if min(data.shape[-2:]) > 1 else "edge"

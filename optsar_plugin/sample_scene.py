@@ -52,14 +52,12 @@ fields are Gaussian-filtered white noise computed with the FFT.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Dict
 
 import numpy as np
 
-from .errors import OptsarError
+from .errors import InputError
 
 CLASSES = (
     (0, "water"),
@@ -343,10 +341,6 @@ def _backscatter_linear(rng, cls, obj) -> np.ndarray:
 # ----------------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------------
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
-
-
 def _write_tif(path: Path, array, crs, transform, nodata, descriptions=None) -> None:
     import rasterio
 
@@ -460,17 +454,11 @@ def make_sample_scene(
     Roles: optical, optical_clear, sar, cloud_mask, truth, truth_style, reference,
     reference_train, reference_test, metadata.
     """
-    import rasterio
-    from rasterio.crs import CRS
-    from rasterio.features import shapes
-    from rasterio.transform import from_origin
-    from rasterio.warp import Resampling, reproject, transform_bounds
-
     size = int(size)
     if size < 64:
-        raise OptsarError(f"The sample scene needs size >= 64 pixels, got {size}.")
+        raise InputError(f"The sample scene needs size >= 64 pixels, got {size}.")
     if not 0.0 < cloud_cover < 1.0:
-        raise OptsarError(f"cloud_cover must be between 0 and 1, got {cloud_cover}.")
+        raise InputError(f"cloud_cover must be between 0 and 1, got {cloud_cover}.")
     blocks = max(2, int(blocks))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -480,66 +468,84 @@ def make_sample_scene(
     optical_full = _optical(rng, cls_full, obj_full)
     sar_lin_full = _backscatter_linear(rng, cls_full, obj_full)
     inner = (slice(PAD, PAD + size), slice(PAD, PAD + size))
-    truth = cls_full[inner]
-    clear = optical_full[(slice(None),) + inner]
-
-    opt_crs = CRS.from_string(OPTICAL_CRS)
-    opt_transform = from_origin(ORIGIN[0], ORIGIN[1], PIXEL, PIXEL)
-    gen_transform = from_origin(ORIGIN[0] - PAD * PIXEL, ORIGIN[1] + PAD * PIXEL, PIXEL, PIXEL)
-
-    # Clouds on the optical image only, re-drawn until both splits see some.
+    scene = {"truth": cls_full[inner], "clear": optical_full[(slice(None),) + inner], "size": size, "seed": int(seed),
+             "blocks": blocks}
     n_test = max(1, int(round(test_fraction * blocks * blocks)))
-    test_blocks = _choose_test_blocks(rng, truth, blocks, n_test)
+    scene["test_blocks"] = _choose_test_blocks(rng, scene["truth"], blocks, n_test)
+    scene["optical"], scene["cloud_mask"] = _cloudy(rng, scene, cloud_cover) if clouds else (scene["clear"], None)
+    scene["sar_db"], scene["sar_transform"] = _sar_on_geographic_grid(rng, sar_lin_full, n)
+    scene["features"] = _reference_features(scene["truth"], blocks, scene["test_blocks"])
+    return _write_scene(out, scene)
+
+
+def _grids():
+    """(optical CRS, optical transform, transform of the padded generation grid)."""
+    from rasterio.crs import CRS
+    from rasterio.transform import from_origin
+
+    return (CRS.from_string(OPTICAL_CRS), from_origin(ORIGIN[0], ORIGIN[1], PIXEL, PIXEL),
+            from_origin(ORIGIN[0] - PAD * PIXEL, ORIGIN[1] + PAD * PIXEL, PIXEL, PIXEL))
+
+
+def _test_mask(size: int, blocks: int, test_blocks) -> np.ndarray:
     bs = size // blocks
-    test_mask = np.zeros((size, size), bool)
+    mask = np.zeros((size, size), bool)
     for b in test_blocks:
         r, c = divmod(b, blocks)
-        test_mask[r * bs : (r + 1) * bs, c * bs : (c + 1) * bs] = True
-    cloud_mask = None
-    optical = clear
-    if clouds:
-        for _ in range(20):
-            alpha, shadow = _clouds(rng, size, cloud_cover)
-            cloudy = alpha >= 0.3
-            if cloudy[test_mask].mean() > 0.15 and cloudy[~test_mask].mean() > 0.15:
-                break
-        optical = _apply_clouds(rng, clear, alpha, shadow)
-        cloud_mask = np.zeros((size, size), np.uint8)
-        cloud_mask[(shadow >= 0.3) & ~cloudy] = 2
-        cloud_mask[cloudy] = 1
+        mask[r * bs : (r + 1) * bs, c * bs : (c + 1) * bs] = True
+    return mask
 
-    # SAR: warp the clean backscatter onto the geographic grid, then speckle, then dB.
+
+def _cloudy(rng, scene: Dict, cloud_cover: float):
+    """(optical with clouds and shadows, cloud mask 0/1/2): clouds re-drawn until both splits see some."""
+    size = scene["size"]
+    test_mask = _test_mask(size, scene["blocks"], scene["test_blocks"])
+    for _ in range(20):
+        alpha, shadow = _clouds(rng, size, cloud_cover)
+        cloudy = alpha >= 0.3
+        if cloudy[test_mask].mean() > 0.15 and cloudy[~test_mask].mean() > 0.15:
+            break
+    optical = _apply_clouds(rng, scene["clear"], alpha, shadow)
+    cloud_mask = np.zeros((size, size), np.uint8)
+    cloud_mask[(shadow >= 0.3) & ~cloudy] = 2
+    cloud_mask[cloudy] = 1
+    return optical, cloud_mask
+
+
+def _sar_on_geographic_grid(rng, sar_lin_full: np.ndarray, n: int):
+    """(VV/VH in dB on the EPSG:4326 grid, its transform): the clean backscatter warped, then speckle, then dB."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.warp import Resampling, reproject, transform_bounds
+
+    opt_crs, _, gen_transform = _grids()
     west, south, east, north = transform_bounds(opt_crs, SAR_CRS, *rasterio.transform.array_bounds(n, n, gen_transform))
     sar_w = int(np.ceil((east - west) / SAR_RES[0]))
     sar_h = int(np.ceil((north - south) / SAR_RES[1]))
     sar_transform = from_origin(west, north, SAR_RES[0], SAR_RES[1])
     sar_lin = np.full((2, sar_h, sar_w), np.nan, np.float32)
-    reproject(
-        sar_lin_full,
-        sar_lin,
-        src_transform=gen_transform,
-        src_crs=opt_crs,
-        dst_transform=sar_transform,
-        dst_crs=SAR_CRS,
-        src_nodata=np.nan,
-        dst_nodata=np.nan,
-        resampling=Resampling.bilinear,
-    )
+    reproject(sar_lin_full, sar_lin, src_transform=gen_transform, src_crs=opt_crs, dst_transform=sar_transform,
+              dst_crs=SAR_CRS, src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.bilinear)
     speckle = rng.gamma(ENL, 1.0 / ENL, sar_lin.shape).astype(np.float32)
     sar_lin = sar_lin * speckle
     sar_lin[1] += 10 ** (-2.6) * rng.gamma(ENL, 1.0 / ENL, sar_lin.shape[1:]).astype(np.float32)  # VH noise floor
     with np.errstate(invalid="ignore", divide="ignore"):
-        sar_db = (10.0 * np.log10(sar_lin)).astype(np.float32)
+        return (10.0 * np.log10(sar_lin)).astype(np.float32), sar_transform
 
-    # Reference polygons from the pure pixels of each block.
+
+def _reference_features(truth: np.ndarray, blocks: int, test_blocks):
+    """[(geometry, class code, split, block)]: the pure-pixel regions of each block (at least 4 px)."""
+    from rasterio.features import shapes
+
+    size = truth.shape[0]
+    bs = size // blocks
+    _, opt_transform, _ = _grids()
     pure = _pure(truth)
     features = []
     for b in range(blocks * blocks):
         r, c = divmod(b, blocks)
-        rows = slice(r * bs, size if r == blocks - 1 else (r + 1) * bs)
-        cols = slice(c * bs, size if c == blocks - 1 else (c + 1) * bs)
         mask = np.zeros((size, size), bool)
-        mask[rows, cols] = True
+        mask[r * bs : size if r == blocks - 1 else (r + 1) * bs, c * bs : size if c == blocks - 1 else (c + 1) * bs] = True
         mask &= pure
         split = "test" if b in test_blocks else "train"
         for geom, value in shapes(truth, mask=mask, connectivity=4, transform=opt_transform):
@@ -547,90 +553,66 @@ def make_sample_scene(
             area = 0.5 * abs(np.dot(ring[:-1, 0], ring[1:, 1]) - np.dot(ring[1:, 0], ring[:-1, 1])) / PIXEL**2
             if area >= 4:
                 features.append((geom, int(value), split, b))
+    return features
 
+
+def _scene_metadata(scene: Dict) -> Dict:
+    truth, cloud_mask, features = scene["truth"], scene["cloud_mask"], scene["features"]
     names = dict(CLASSES)
-
-    written = {}
-    final = {
-        "optical": out / "optical.tif",
-        "sar": out / "sar.tif",
-        "truth": out / "truth.tif",
-        "reference": out / "reference.gpkg",
-        "reference_train": out / "reference_train.gpkg",
-        "reference_test": out / "reference_test.gpkg",
-        "metadata": out / "scene.json",
+    clouds = cloud_mask is not None
+    return {
+        "generator": "optsar_plugin.sample_scene", "size": scene["size"], "seed": scene["seed"], "pixel_size_m": PIXEL,
+        "optical": {"crs": OPTICAL_CRS, "bands": list(OPTICAL_BANDS), "units": "reflectance x 10000 (uint16), nodata 0"},
+        "sar": {"crs": SAR_CRS, "bands": list(SAR_BANDS), "units": "sigma0 dB (float32), nodata NaN", "enl": ENL},
+        "classes": [{"code": code, "name": name} for code, name in CLASSES],
+        "class_fractions": {names[code]: round(float((truth == code).mean()), 4) for code, _ in CLASSES},
+        "clouds": clouds,
+        "cloud_fraction": round(float((cloud_mask == 1).mean()), 4) if clouds else 0.0,
+        "shadow_fraction": round(float((cloud_mask == 2).mean()), 4) if clouds else 0.0,
+        "blocks": scene["blocks"], "test_blocks": scene["test_blocks"],
+        "reference_polygons": {"train": sum(f[2] == "train" for f in features),
+                               "test": sum(f[2] == "test" for f in features)},
     }
+
+
+def _write_scene(out: Path, scene: Dict) -> Dict[str, str]:
+    """Every file of the scene, written through one :class:`~optsar_plugin.fileio.OutputSet` (all or nothing)."""
+    from rasterio.crs import CRS
+
+    from .fileio import OutputSet
+    from .styles import class_qml
+
+    opt_crs, opt_transform, _ = _grids()
+    clouds = scene["cloud_mask"] is not None
+    rasters = [("optical", _dn(scene["optical"]), opt_crs, opt_transform, 0, OPTICAL_BANDS),
+               ("sar", scene["sar_db"], CRS.from_string(SAR_CRS), scene["sar_transform"], np.nan, SAR_BANDS),
+               ("truth", scene["truth"], opt_crs, opt_transform, 255, ["class code"])]
     if clouds:
-        final["optical_clear"] = out / "optical_clear.tif"
-        final["cloud_mask"] = out / "cloud_mask.tif"
-    try:
-
-        def dn(a):
-            return np.clip(np.round(a), 1, 20000).astype(np.uint16)
-
-        written["optical"] = _tmp(final["optical"])
-        _write_tif(written["optical"], dn(optical), opt_crs, opt_transform, 0, OPTICAL_BANDS)
-        if clouds:
-            written["optical_clear"] = _tmp(final["optical_clear"])
-            _write_tif(written["optical_clear"], dn(clear), opt_crs, opt_transform, 0, OPTICAL_BANDS)
-            written["cloud_mask"] = _tmp(final["cloud_mask"])
-            _write_tif(
-                written["cloud_mask"],
-                cloud_mask,
-                opt_crs,
-                opt_transform,
-                255,
-                ["cloud mask (0 clear, 1 cloud, 2 shadow)"],
-            )
-        written["sar"] = _tmp(final["sar"])
-        _write_tif(written["sar"], sar_db, CRS.from_string(SAR_CRS), sar_transform, np.nan, SAR_BANDS)
-        written["truth"] = _tmp(final["truth"])
-        _write_tif(written["truth"], truth, opt_crs, opt_transform, 255, ["class code"])
-        _name_classes(written["truth"])
-        wkt = opt_crs.to_wkt()
+        rasters += [("optical_clear", _dn(scene["clear"]), opt_crs, opt_transform, 0, OPTICAL_BANDS),
+                    ("cloud_mask", scene["cloud_mask"], opt_crs, opt_transform, 255,
+                     ["cloud mask (0 clear, 1 cloud, 2 shadow)"])]
+    final = {}
+    with OutputSet() as outs:
+        for role, array, crs, transform, nodata, descriptions in rasters:
+            final[role] = out / f"{role}.tif"
+            _write_tif(outs.add(final[role], f"sample scene {role}", sidecars=(".aux.xml",)), array, crs, transform,
+                       nodata, descriptions)
+        _name_classes(outs.temp(final["truth"]))
         for role, keep in (("reference", None), ("reference_train", "train"), ("reference_test", "test")):
-            written[role] = _tmp(final[role])
-            _write_polygons(written[role], [f for f in features if keep in (None, f[2])], wkt, "reference")
-        fractions = {names[code]: round(float((truth == code).mean()), 4) for code, _ in CLASSES}
-        meta = {
-            "generator": "optsar_plugin.sample_scene",
-            "size": size,
-            "seed": int(seed),
-            "pixel_size_m": PIXEL,
-            "optical": {
-                "crs": OPTICAL_CRS,
-                "bands": list(OPTICAL_BANDS),
-                "units": "reflectance x 10000 (uint16), nodata 0",
-            },
-            "sar": {"crs": SAR_CRS, "bands": list(SAR_BANDS), "units": "sigma0 dB (float32), nodata NaN", "enl": ENL},
-            "classes": [{"code": code, "name": name} for code, name in CLASSES],
-            "class_fractions": fractions,
-            "clouds": bool(clouds),
-            "cloud_fraction": round(float((cloud_mask == 1).mean()), 4) if clouds else 0.0,
-            "shadow_fraction": round(float((cloud_mask == 2).mean()), 4) if clouds else 0.0,
-            "blocks": blocks,
-            "test_blocks": test_blocks,
-            "reference_polygons": {
-                "train": sum(f[2] == "train" for f in features),
-                "test": sum(f[2] == "test" for f in features),
-            },
-        }
-        written["metadata"] = _tmp(final["metadata"])
-        written["metadata"].write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        for role, tmp in written.items():
-            os.replace(tmp, final[role])
-            for side in (".aux.xml",):
-                if Path(str(tmp) + side).exists():
-                    os.replace(str(tmp) + side, str(final[role]) + side)
-    finally:
-        for tmp in written.values():
-            for p in (tmp, Path(str(tmp) + ".aux.xml")):
-                if p.exists():
-                    p.unlink()
-    from .styles import write_qml
-
-    final["truth_style"] = write_qml(final["truth"].with_suffix(".qml"), _scheme())
+            final[role] = out / f"{role}.gpkg"
+            _write_polygons(outs.add(final[role], f"sample scene {role}", create=False),
+                            [f for f in scene["features"] if keep in (None, f[2])], opt_crs.to_wkt(), "reference")
+        final["metadata"] = out / "scene.json"
+        outs.write_text(final["metadata"], "sample scene description", json.dumps(_scene_metadata(scene), indent=1))
+        final["truth_style"] = out / "truth.qml"
+        outs.write_text(final["truth_style"], "style of the truth raster", class_qml(_scheme()))
+        outs.publish()
     return {role: str(p) for role, p in final.items()}
+
+
+def _dn(a: np.ndarray) -> np.ndarray:
+    """Reflectance x 10000 as uint16 digital numbers (0 is nodata, so at least 1)."""
+    return np.clip(np.round(a), 1, 20000).astype(np.uint16)
 
 
 # ----------------------------------------------------------------------------------------

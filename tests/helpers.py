@@ -163,9 +163,8 @@ def train_tiny_checkpoint(scene: dict, path, epochs: int = 1, steps=None, seed: 
     """A CloudLULC-Net checkpoint trained briefly on a sample scene through the engine's command line."""
     cmd = [sys.executable, "-m", "optsar_plugin", "-q", "train", "--optical", scene["optical"], "--sar", scene["sar"],
            "--reference", scene["reference_train"], "--class-field", "class_name", "--model", "cloudlulc_net",
-           "--epochs", str(epochs), "--tile-size", "64", "--seed", str(seed), "--device", "cpu", "--output", str(path)]
-    if steps:
-        cmd += ["--steps-per-epoch", str(steps)]
+           "--epochs", str(epochs), "--tile-size", "64", "--batch-size", "4", "--steps-per-epoch", str(steps or 4),
+           "--seed", str(seed), "--device", "cpu", "--output", str(path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return Path(path)

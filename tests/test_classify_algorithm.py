@@ -228,4 +228,4 @@ def test_help_names_every_parameter(processing_provider):
     for p in alg.parameterDefinitions():
         assert p.name() in help_text, p.name()
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert advanced == {"DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "PRECISION"}
+    assert advanced == {"DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "PRECISION", "TTA"}

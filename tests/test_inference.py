@@ -753,3 +753,37 @@ def test_no_input_is_replaced_whatever_the_output_path_looks_like(tmp_path):
                       output_confidence=tmp_path / "out.qml")
     assert before == {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in (o, s)}
     assert files(tmp_path) == ["link", "optical.tif", "sar.tif", "x"]
+
+
+# ------------------------------------------------------------------------------------------
+# test-time augmentation
+# ------------------------------------------------------------------------------------------
+def test_tta_undoes_every_transform_and_averages(tmp_path):
+    from optsar_plugin.inference import TTAPredictor
+
+    rng = np.random.default_rng(0)
+    o, s = rng.normal(size=(2, 3, 64, 96)).astype(np.float32), rng.normal(size=(2, 2, 64, 96)).astype(np.float32)
+    for mode in ("flips", "d4"):  # a pointwise predictor is unchanged by every symmetry: averaging changes nothing
+        np.testing.assert_allclose(TTAPredictor(linear_predictor, mode)(o, s), linear_predictor(o, s), atol=1e-6)
+
+    def left_biased(optical, sar):  # class 0 likelier towards the left edge, whatever the input
+        ramp = np.linspace(1, 0, optical.shape[-1], dtype=np.float32)
+        p0 = np.broadcast_to(ramp, (optical.shape[0],) + optical.shape[2:])
+        return np.stack([p0, 1 - p0, np.zeros_like(p0)], axis=1)
+
+    flat = TTAPredictor(left_biased, "flips")(o, s)
+    np.testing.assert_allclose(flat[:, 0], 0.5, atol=1e-6)  # the left-right flip cancels the bias
+    assert TTAPredictor(left_biased, "d4")(o, s).shape == (2, 3, 64, 96)  # rotations of a non-square window
+
+
+def test_classify_with_tta_records_it(tmp_path):
+    o, s = scene(tmp_path)
+    plain = run_inference(o, s, str(tmp_path / "a.tif"), metadata(), linear_predictor, tile_size=64, overlap=16)
+    aug = run_inference(o, s, str(tmp_path / "b.tif"), metadata(), linear_predictor, tile_size=64, overlap=16,
+                        tta="d4")
+    assert aug["tta"] == "d4" and plain["tta"] == "off"
+    with rasterio.open(plain["output"]) as a, rasterio.open(aug["output"]) as b:
+        assert (a.read(1) == b.read(1)).all()  # pointwise predictor: identical maps
+        assert b.tags()["OPTSAR_TTA"] == "d4" and "OPTSAR_TTA" not in a.tags()
+    with pytest.raises(OptsarError, match="test-time augmentation"):
+        run_inference(o, s, str(tmp_path / "c.tif"), metadata(), linear_predictor, tta="yes")

@@ -205,3 +205,37 @@ def test_pretrained_file_of_another_network_is_refused(tmp_path):
     save_file({"stem.0.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 64)}, str(path))
     with pytest.raises(OptsarError, match="do not fit"):
         _build(pretrained_path=str(path), **SMALL)
+
+
+def test_ffm_residual_connections_with_the_original_features():
+    """C = F~ + F~ * sigmoid(B) per branch (the text's residual connections); ffm_residual=False is Eq. (4) alone."""
+    from optsar_plugin.models.mosfnet import FFM
+
+    torch.manual_seed(0)
+    gate = FFM(8, d_state=2, ssm_ratio=1.0, residual=False).eval()
+    res = FFM(8, d_state=2, ssm_ratio=1.0, residual=True).eval()
+    res.load_state_dict(gate.state_dict())
+    f_opt, f_sar = torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(res(f_opt, f_sar), gate(f_opt, f_sar) + f_opt + f_sar, atol=1e-6)
+    assert FFM(8, residual=True, kernel=1).out_conv_opt.kernel_size == (1, 1)
+
+
+def test_smaller_convnextv2_encoders_keep_the_wiring():
+    tiny, atto = _build(**SMALL), _build(encoder="convnextv2_atto", **SMALL)
+    assert atto.stage_channels == (40, 80, 160, 320) and tiny.stage_channels == (96, 192, 384, 768)
+    assert _n_params(atto) < 0.2 * _n_params(tiny)
+    assert [type(m).__name__ for m in atto.children()] == [type(m).__name__ for m in tiny.children()]
+    with torch.no_grad():
+        assert atto.eval()(*_inputs(4, 1, 64, 64)).shape == (1, 7, 64, 64)
+    with pytest.raises(OptsarError, match="encoder"):
+        _build(encoder="resnet50")
+
+
+def test_configurations_written_before_the_new_options_rebuild_the_network_they_were_trained_as():
+    from optsar_plugin.models import complete_config
+
+    old = {k: v for k, v in _build(**SMALL).config.items() if k not in ("encoder", "ffm_residual", "ffm_kernel")}
+    cfg = complete_config("mosfnet", old)
+    assert cfg["ffm_residual"] is False and cfg["encoder"] == "convnextv2_tiny" and cfg["ffm_kernel"] == 3
+    assert complete_config("mosfnet", {**old, "ffm_residual": True})["ffm_residual"] is True

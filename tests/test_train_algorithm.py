@@ -149,13 +149,17 @@ def test_help_and_group(processing_provider):
     for p in alg.parameterDefinitions():
         assert p.name() in help_text, p.name()
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert advanced == {"STEPS_PER_EPOCH", "CLOUD_SIMULATION", "PRECISION"}
+    assert advanced == {"STEPS_PER_EPOCH", "PATIENCE", "EPOCHS", "CLASS_BALANCE", "CLOUD_SIMULATION", "PRECISION"}
+    defaults = {p.name(): p.defaultValue() for p in alg.parameterDefinitions()}
+    assert defaults["MODEL_SIZE"] == "auto" and defaults["MAX_STEPS"] == defaults["TILE_SIZE"] == 0
+    assert defaults["EPOCHS"] == defaults["BATCH_SIZE"] == 0 and defaults["PATIENCE"] == -1
 
 
 def test_qgis_process_trains(scene, tmp_path):
     result = run_algorithm_json("optsar:train", params(scene, tmp_path, EPOCHS=1, STEPS_PER_EPOCH=1))
     assert Path(result["results"]["OUTPUT_CHECKPOINT"]).is_file()
     assert result["results"]["BEST_EPOCH"] == 1
+    assert result["results"]["STOPPED"] == "the step budget (1 step) was reached"
     (tmp_path / "bad").mkdir()
     bad = run_qgis_process(["run", "optsar:train", "--", *[f"{k}={v}" for k, v in params(
         scene, tmp_path / "bad", CLASS_FIELD="nope").items()]], check=False)

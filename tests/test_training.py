@@ -116,10 +116,12 @@ def test_training_lowers_the_loss_and_writes_a_usable_checkpoint(trained, scene,
     assert [(c["code"], c["name"]) for c in meta["classes"]] == list(CLASSES)
     assert meta["classes"][0]["color"] == "#419BDF"
     assert meta["normalisation"]["sar"]["to_db"] is False  # the SAR is already in dB
-    assert 200 < meta["normalisation"]["optical"]["center"][0] < 1500  # clouds excluded from the statistics
+    optical = meta["normalisation"]["optical"]
+    assert 0.02 < optical["center"][0] < 0.15  # reflectance; clouds excluded from the statistics
+    assert optical["units"]["source"] == "integer reflectance x 10000" and optical["units"]["scale"][0] == 1e-4
     t = meta["training"]
     assert t["best_epoch"] == trained["best_epoch"] and t["cloud_mode"] == "keep"
-    assert t["cloud_simulation"]["reflectance_unit"] == 10000.0  # CloudLULC-Net trains with simulated clouds
+    assert t["cloud_simulation"]["reflectance_unit"] == 1.0  # simulated clouds on reflectance (CloudLULC-Net)
     assert t["validation"]["validation_pixels"] > 0 and t["validation"]["held_out_blocks"]
     assert meta["tile_size"] == 64 and meta["content_hash"] == trained["content_hash"]
     assert model.config["num_classes"] == len(CLASSES)
@@ -491,3 +493,138 @@ def test_confusion_metrics():
     assert m["oa"] == pytest.approx(17 / 20)
     assert m["iou"][0] == pytest.approx(8 / 11) and m["iou"][2] is None
     assert m["miou"] == pytest.approx((8 / 11 + 9 / 12) / 2)
+
+
+# ------------------------------------------------------------------------------------------
+# the plan: budget, early stopping, automatic settings
+# ------------------------------------------------------------------------------------------
+def test_plan_resolves_the_automatic_settings():
+    from optsar_plugin.training.options import TrainOptions
+    from optsar_plugin.training.recipes import CPU_STEPS, make_plan, resolve_model_size
+
+    assert resolve_model_size("auto", "cuda") == "paper" and resolve_model_size("auto", "cpu") == "small"
+    p = make_plan(TrainOptions(model="specsar_former"), "small", "cpu", 512, 512)
+    assert (p.tile, p.batch, p.max_steps) == (128, 4, CPU_STEPS["specsar_former"])
+    assert p.epochs * p.steps_per_epoch >= p.max_steps and {"tile_size", "batch_size", "max_steps"} <= set(p.chosen)
+    p = make_plan(TrainOptions(epochs=3, steps_per_epoch=7, tile_size=64, batch_size=2), "small", "cpu", 96, 300)
+    assert (p.epochs, p.steps_per_epoch, p.max_steps, p.tile, p.batch) == (3, 7, 21, 64, 2) and not p.chosen.get("tile_size")
+    assert make_plan(TrainOptions(), "small", "cpu", 96, 300).tile == 96  # the raster caps the tile
+    p = make_plan(TrainOptions(model="mosfnet"), "paper", "cuda", 4000, 4000)
+    assert (p.tile, p.lr) == (512, 1e-4)
+    with pytest.raises(OptsarError, match="PATIENCE"):
+        TrainOptions(patience=-1)
+    with pytest.raises(OptsarError, match="MODEL_SIZE"):
+        TrainOptions(model_size="huge")
+
+
+def test_one_labelled_chip_trains_with_the_defaults(scene, tmp_path):
+    """Every pixel of the 256 px scene labelled: an automatic tile and validation blocks small enough to validate."""
+    r = train(scene["optical"], scene["sar"], str(tmp_path / "c.safetensors"), labels=scene["truth"],
+              model="cloudlulc_net", model_options=TINY["cloudlulc_net"], max_steps=3, device="cpu")
+    assert (r["plan"]["tile"], r["plan"]["batch"], r["steps"]) == (128, 4, 3) and r["stopped"] == "budget"
+    v = read_metadata(r["checkpoint"])["training"]["validation"]
+    assert v["validation_pixels"] > 0.1 * 256 * 256 and v["block_px"] <= 128 and len(v["held_out_blocks"]) >= 2
+
+
+def test_early_stopping_says_why(scene, tmp_path, monkeypatch):
+    from optsar_plugin.training import loop
+
+    def flat(run):  # a validation curve that never improves
+        k = run.num_classes
+        return {"oa": 0.5, "miou": 0.4, "macro_f1": 0.4, "iou": [0.4] * k, "loss": 1.0, "cm": np.eye(k, dtype=np.int64)}
+
+    monkeypatch.setattr(loop, "validate", flat)
+    r = _train(scene, tmp_path / "e.safetensors", epochs=None, steps_per_epoch=1, max_steps=50, patience=2,
+               output_log=str(tmp_path / "e.csv"))
+    # not before half the budget (step 25): the validation curve is too noisy to stop on while the lr is high
+    assert r["stopped"] == "early_stopping" and r["steps"] == 25 and r["best_epoch"] == 1
+    assert "did not improve for 2 validations" in r["stop_reason"]
+    t = read_metadata(r["checkpoint"])["training"]
+    assert t["stopped"] == "early_stopping" and t["plan"]["max_steps"] == 50 and t["plan"]["stop_after"] == 25
+    with open(tmp_path / "e.csv", newline="") as fh:
+        assert [int(row["step"]) for row in csv.DictReader(fh)] == list(range(1, 26))
+
+
+def test_unknown_keyword_is_one_clear_line(scene, tmp_path):
+    with pytest.raises(OptsarError, match="does not know the option.*epoch_count"):
+        train(scene["optical"], scene["sar"], str(tmp_path / "x.safetensors"), labels=scene["truth"], epoch_count=3)
+
+
+def test_report_page_names_the_model_and_classes_and_rounds_ticks(trained):
+    from optsar_plugin.training.report import nice_ticks
+
+    assert nice_ticks(0, 1500) == ([0, 500, 1000, 1500], 0)
+    assert nice_ticks(0.0, 1.0) == ([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 1)
+    assert nice_ticks(0.03, 0.61)[0][0] == 0.0 and nice_ticks(0.03, 0.61)[0][-1] >= 0.61
+    text = open(trained["curve"], encoding="utf-8").read()
+    assert "<h1>Training of CloudLULC-Net" in text and "Created " in text
+    assert text.count("class='swatch'") == len(CLASSES) and "#419BDF" in text
+    assert "stopped" in text and "the step budget (24 steps) was reached" in text
+
+
+def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(scene, tmp_path):
+    from optsar_plugin.training.resume import SUFFIX
+
+    class CancelAfter(NullFeedback):
+        def __init__(self, n):
+            self.n = n
+
+        def progress(self, fraction, message=None):
+            self.n -= 1
+
+        def is_canceled(self):
+            return self.n <= 0
+
+    full = _train(scene, tmp_path / "full.safetensors", epochs=3, steps_per_epoch=2)
+    assert full["resumed_from_step"] is None and not os.path.exists(str(tmp_path / "full.safetensors") + SUFFIX)
+    out = tmp_path / "part.safetensors"
+    part = _train(scene, out, epochs=3, steps_per_epoch=2, feedback=CancelAfter(5))  # cancelled in epoch 3
+    assert part["cancelled"] and os.path.isfile(str(out) + SUFFIX)
+    with pytest.raises(OptsarError, match="belongs to a different run.*seed"):
+        _train(scene, out, epochs=3, steps_per_epoch=2, seed=7, resume=True)
+    done = _train(scene, out, epochs=3, steps_per_epoch=2, resume=True)
+    assert done["resumed_from_step"] == 4 and len(done["history"]) == 3
+    assert done["content_hash"] == full["content_hash"] and done["history"][-1] == full["history"][-1] | {
+        "seconds": done["history"][-1]["seconds"]}
+    assert not os.path.exists(str(out) + SUFFIX) and not _leftovers(tmp_path)
+    again = _train(scene, tmp_path / "fresh.safetensors", epochs=1, steps_per_epoch=1, resume=True)
+    assert any("no resumable state" in w for w in again["warnings"])
+
+
+def test_classify_converts_another_encoding_of_the_same_scene_and_says_so(trained, scene, tmp_path):
+    """Optical as float reflectance and SAR as linear power: the same map as the integer / dB inputs trained on."""
+    from optsar_plugin.inference import classify
+
+    with rasterio.open(scene["optical"]) as src:
+        profile, dn, onames = src.profile, src.read().astype(np.float32), src.descriptions
+    refl = np.where(dn == 0, np.nan, dn / 10000.0).astype(np.float32)
+    profile.update(dtype="float32", nodata=float("nan"))
+    with rasterio.open(tmp_path / "refl.tif", "w", **profile) as dst:
+        dst.write(refl)
+        dst.descriptions = onames
+    with rasterio.open(scene["sar"]) as src:
+        profile, db = src.profile, src.read()
+        names = src.descriptions
+    with rasterio.open(tmp_path / "linear.tif", "w", **profile) as dst:
+        dst.write((10 ** (db / 10)).astype(profile["dtype"]))
+        dst.descriptions = names
+    warnings = []
+
+    class Collect(NullFeedback):
+        def warning(self, message):
+            warnings.append(message)
+
+    def run(optical, sar, name):
+        out = classify(optical, sar, trained["checkpoint"], str(tmp_path / name), device="cpu", tile_size=64,
+                       overlap=16, feedback=Collect())
+        with rasterio.open(out["output"]) as ds:
+            return ds.read(1)
+
+    a = run(scene["optical"], scene["sar"], "a.tif")
+    assert not warnings
+    assert (run(str(tmp_path / "refl.tif"), scene["sar"], "b.tif") == a).mean() > 0.999
+    assert any("optical band(s) B2, B3" in w and "reflectance (values 0-1)" in w for w in warnings), warnings
+    # The SAR is warped bilinearly onto the optical grid: in linear power that averages differently than in dB,
+    # so the maps agree closely rather than exactly.
+    assert (run(scene["optical"], str(tmp_path / "linear.tif"), "c.tif") == a).mean() > 0.9
+    assert any("sar band(s) VV, VH" in w for w in warnings), warnings

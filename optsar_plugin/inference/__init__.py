@@ -55,13 +55,14 @@ from .blender import WEIGHT_FLOOR, StreamingBlender, blend_weights
 from .engine import classify, default_tile, run_inference
 from .networks import NetworkCache, load_network
 from .options import InferenceOptions
-from .predictors import AdaptivePredictor, Predictor, TorchPredictor, resolve_precision
+from .predictors import AdaptivePredictor, Predictor, TorchPredictor, TTAPredictor, resolve_precision, with_tta
 from .windows import GDAL_CACHE_BYTES
 from .writer import BLOCK, TAG_PREFIX, TileWriter
 
 __all__ = [
     "classify", "run_inference", "InferenceOptions", "NetworkCache", "load_network", "check_tiling", "default_tile", "default_overlap",
-    "blend_weights", "StreamingBlender", "TileWriter", "AdaptivePredictor", "TorchPredictor", "Predictor",
+    "blend_weights", "StreamingBlender", "TileWriter", "AdaptivePredictor", "TorchPredictor", "TTAPredictor",
+    "with_tta", "Predictor",
     "resolve_precision", "CLOUD_MODES", "DEVICES", "PRECISIONS", "DEFAULT_TILE", "DEFAULT_OVERLAP",
     "DEFAULT_BATCH", "MIN_TILE", "WEIGHT_FLOOR", "BLOCK", "TAG_PREFIX", "GDAL_CACHE_BYTES",
 ]

@@ -6,7 +6,7 @@ import argparse
 from typing import List
 
 from ..cli import int_list
-from ..options import CLOUD_MODES, DEFAULT_BATCH, DEFAULT_OVERLAP, DEVICES, PRECISIONS
+from ..options import CLOUD_MODES, DEFAULT_BATCH, DEFAULT_OVERLAP, DEVICES, PRECISIONS, TTA_MODES
 from .engine import classify
 from .options import InferenceOptions
 
@@ -48,13 +48,15 @@ def add_option_arguments(parser) -> None:
                         help=f"overlap of windows in px (< tile/2; default min({DEFAULT_OVERLAP}, tile/4))")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--tta", choices=TTA_MODES, default="off",
+                        help="test-time augmentation: flips (4 passes) or d4 (8: flips and rotations), averaged")
 
 
 def options_from_args(args) -> InferenceOptions:
     return InferenceOptions(
         optical_bands=args.optical_bands, sar_bands=args.sar_bands, model=args.model, extent=args.extent,
         extent_crs=args.extent_crs, device=args.device, tile_size=args.tile_size, overlap=args.overlap,
-        batch_size=args.batch_size, precision=args.precision, cloud_mode=args.cloud_mode,
+        batch_size=args.batch_size, precision=args.precision, cloud_mode=args.cloud_mode, tta=args.tta,
     )
 
 

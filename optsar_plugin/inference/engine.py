@@ -24,7 +24,7 @@ from ..progress import NullFeedback, check_cancel
 from .blender import StreamingBlender
 from .networks import NetworkCache, load_network
 from .options import InferenceOptions
-from .predictors import AdaptivePredictor, Predictor, TorchPredictor, resolve_precision
+from .predictors import AdaptivePredictor, Predictor, TorchPredictor, resolve_precision, with_tta
 from .scene import check_bands, open_scene
 from .windows import BatchReader, cap_gdal_cache, plan_windows, stream_windows
 from .writer import TAG_PREFIX, OutputRasters, output_tags
@@ -126,11 +126,11 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
             blender = StreamingBlender(scene.height, scene.width, len(meta.classes), grid.th, grid.tw, grid.rows,
                                        grid.cols, meta.classes.codes, rasters.sink, confidence="confidence" in temps,
                                        probabilities="probabilities" in temps)
-            runner = AdaptivePredictor(predictor, opts.batch_size, overlap, feedback, min_tile)
+            runner = AdaptivePredictor(with_tta(predictor, opts.tta), opts.batch_size, overlap, feedback, min_tile)
             reader = BatchReader(stack, scene, grid, meta.normalisation, handling, opts.batch_size, feedback)
             stream_windows(reader, runner, blender, feedback)
             _require_valid_pixels(blender, scene, opts)
-            run = {"tile": tile, "overlap": overlap, "cloud_handling": handling if cloud_mask else None,
+            run = {"tile": tile, "overlap": overlap, "tta": opts.tta, "cloud_handling": handling if cloud_mask else None,
                    "cloud_fraction": blender.cloudy_pixels / blender.valid_pixels if cloud_mask else None,
                    "class_pixels": _class_pixels(rasters.sink, meta.classes)}
             rasters.tag(output_tags(meta, inputs, {"optical": scene.optical_bands, "sar": scene.sar_bands}, run,
@@ -213,6 +213,7 @@ def _result(finals, scene, grid, runner, blender, sink, scheme: ClassScheme, run
         "windows": grid.n_windows,
         "tile": [grid.th, grid.tw],
         "overlap": run["overlap"],
+        "tta": run["tta"],
         "batch_size": runner.batch,
         "max_model_edge": runner.max_edge,
         "valid_pixels": blender.valid_pixels,

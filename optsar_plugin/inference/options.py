@@ -19,6 +19,7 @@ from ..options import (
     DEFAULT_BATCH,
     DEVICES,
     PRECISIONS,
+    TTA_MODES,
     Options,
     band_list,
     check_choice,
@@ -40,7 +41,9 @@ class InferenceOptions(Options):
     ``overlap`` (None: min(64, tile/4)), ``batch_size`` windows per forward pass;
     ``precision`` fp32, bf16 or fp16 (CUDA only); ``cloud_mode`` auto, keep or zero
     (what the network sees under the cloud mask, see
-    :func:`optsar_plugin.options.cloud_handling`).
+    :func:`optsar_plugin.options.cloud_handling`); ``tta`` test-time augmentation: off,
+    flips (4 passes) or d4 (8 passes: flips and 90-degree rotations), probabilities
+    averaged (:class:`~optsar_plugin.inference.predictors.TTAPredictor`).
     """
 
     optical_bands: Optional[Tuple[int, ...]] = None
@@ -54,6 +57,7 @@ class InferenceOptions(Options):
     batch_size: int = DEFAULT_BATCH
     precision: str = "fp32"
     cloud_mode: str = "auto"
+    tta: str = "off"
 
     def __post_init__(self):
         self._set("optical_bands", band_list(self.optical_bands, "optical_bands"))
@@ -64,6 +68,7 @@ class InferenceOptions(Options):
         self._set("batch_size", int_at_least(self.batch_size, 1, "Batch size"))
         self._set("precision", check_choice(self.precision, PRECISIONS, "precision", default="fp32"))
         self._set("cloud_mode", check_choice(self.cloud_mode, CLOUD_MODES, "cloud mode", default="auto"))
+        self._set("tta", check_choice(self.tta, TTA_MODES, "test-time augmentation", default="off"))
         if self.overlap is not None:
             self._set("overlap", int_at_least(self.overlap, 0, "Overlap"))
         if self.tile_size is not None:

@@ -149,6 +149,45 @@ class AdaptivePredictor:
         return (acc / wsum)[:, :, :h, :w]
 
 
+TTA_TRANSFORMS = {  # (quarter turns, then mirror left-right)
+    "off": ((0, False),),
+    "flips": ((0, False), (0, True), (2, False), (2, True)),  # identity, left-right, 180 degrees, up-down
+    "d4": tuple((k, f) for k in range(4) for f in (False, True)),  # the 8 symmetries of the square
+}
+
+
+def _transform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    a = np.rot90(a, k, axes=(-2, -1))
+    return np.ascontiguousarray(a[..., ::-1] if flip else a)
+
+
+def _undo(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    return np.rot90(a[..., ::-1] if flip else a, -k, axes=(-2, -1))
+
+
+class TTAPredictor:
+    """Test-time augmentation: ``predictor`` on flipped / rotated copies of the windows, probabilities
+    mapped back and averaged (``mode``: flips = 4 passes, d4 = 8; the training augmentations are the
+    same 8 symmetries).  Costs one forward pass per transform."""
+
+    def __init__(self, predictor: Predictor, mode: str = "d4"):
+        self.predictor = predictor
+        self.transforms = TTA_TRANSFORMS[mode]
+
+    def __call__(self, optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+        total = None
+        for k, flip in self.transforms:
+            probs = _undo(np.asarray(self.predictor(_transform(optical, k, flip), _transform(sar, k, flip)),
+                                     np.float32), k, flip)
+            total = probs.copy() if total is None else total + probs
+        return total / len(self.transforms)
+
+
+def with_tta(predictor: Predictor, mode: str) -> Predictor:
+    """``predictor`` itself when ``mode`` is off, else wrapped in a :class:`TTAPredictor`."""
+    return predictor if mode in (None, "", "off") else TTAPredictor(predictor, mode)
+
+
 class TorchPredictor:
     """``model(optical, sar) -> logits`` as numpy probabilities (softmax), under inference mode.
 

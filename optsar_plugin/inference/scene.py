@@ -28,6 +28,7 @@ class Scene:
     sar_bands: list
     region: raster_io.Region
     native: tuple  # the datasets as opened (optical, SAR, cloud mask or None): for the GDAL cache size
+    units: Optional[dict] = None  # {"optical", "sar"}: this scene's encodings (normalisation.raster_units)
 
     @property
     def width(self) -> int:
@@ -61,7 +62,31 @@ def open_scene(stack, optical, sar, cloud_mask, options, meta, checkpoint: str, 
         raster_io.require_crs(cloud_ds, raster_io.CLOUD, opt_ds, raster_io.OPTICAL)
         raster_io.check_overlap(opt_ds, cloud_ds, region, raster_io.CLOUD)
         cloud_src = stack.enter_context(raster_io.aligned(cloud_ds, opt_ds, "nearest"))
-    return Scene(opt_ds, sar_src, cloud_src, obands, sbands, region, (opt_ds, sar_ds, cloud_ds))
+    units = input_units(opt_ds, obands, sar_ds, sbands, region, meta, feedback)
+    return Scene(opt_ds, sar_src, cloud_src, obands, sbands, region, (opt_ds, sar_ds, cloud_ds), units)
+
+
+def input_units(opt_ds, obands, sar_ds, sbands, region, meta, feedback) -> Optional[dict]:
+    """This scene's optical and SAR encodings, detected from a decimated read; a warning per input whose
+    encoding differs from the training data's (the values are converted, see :mod:`optsar_plugin.normalisation`).
+
+    None for checkpoints whose statistics record no units (they apply to the raw values).
+    """
+    from .. import normalisation
+
+    stats = meta.normalisation
+    if "units" not in stats["optical"] or "units" not in stats["sar"]:
+        return None
+    units = {"optical": normalisation.raster_units(opt_ds, obands, raster_io.sample_values(opt_ds, obands, region),
+                                                   "optical"),
+             "sar": normalisation.raster_units(sar_ds, sbands, raster_io.sample_values(sar_ds, sbands), "sar")}
+    for kind, ds, names in (("optical", opt_ds, meta.optical_bands), ("sar", sar_ds, meta.sar_bands)):
+        for message in normalisation.unit_warnings(stats[kind]["units"], units[kind], names, kind):
+            feedback.warning(f"{message} ({ds.name})")
+    hint = units["optical"].pop("hint", None)
+    if hint and not stats["optical"]["units"].get("source", "").startswith("Sentinel-2 metadata"):
+        feedback.warning(f"Optical raster '{opt_ds.name}': {hint}.")
+    return units
 
 
 def check_bands(optical, sar, options, meta, checkpoint: str) -> None:

@@ -172,6 +172,11 @@ class BatchReader:
                         for _ in range(min(2, len(self.batches)))]
         self.sar_pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="optsar-read-sar"))
 
+    def units(self, kind: str):
+        """This scene's encoding of ``kind`` (None: the training data's, see :mod:`optsar_plugin.normalisation`)."""
+        units = getattr(self.scene, "units", None)
+        return units[kind] if units else None
+
     def _windows(self, b: int):
         s, g = self.scene, self.grid
         for k, (i, j) in enumerate(self.batches[b]):
@@ -189,7 +194,7 @@ class BatchReader:
             cloud = None
             if which == "optical" and s.cloud is not None:
                 cloud = raster_io.read_cloud(s.cloud, r, c, g.th, g.tw)
-            buf[k] = normalisation.apply(data, self.stats[which])
+            buf[k] = normalisation.apply(data, self.stats[which], units=self.units(which))
             if cloud is not None and self.handling == "zero":
                 buf[k][:, cloud] = 0.0
             out.append((raster_io.all_invalid(data), cloud))

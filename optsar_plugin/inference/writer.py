@@ -237,6 +237,8 @@ def output_tags(meta, inputs: Dict[str, Optional[str]], bands: Dict[str, list], 
         "SAR_BANDS": ",".join(map(str, bands["sar"])), "TILE_SIZE": str(run["tile"]), "OVERLAP": str(run["overlap"]),
         "VERSION": __version__,
     }
+    if run.get("tta", "off") != "off":
+        tags["TTA"] = run["tta"]
     if run.get("class_pixels") is not None:  # what the map holds, for area tables without reading it again
         tags.update(VALID_PIXELS=str(sum(run["class_pixels"].values())),
                     CLASS_PIXELS=",".join(f"{c}:{n}" for c, n in run["class_pixels"].items()))

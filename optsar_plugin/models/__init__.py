@@ -65,6 +65,17 @@ _REGISTRY: Dict[str, ModelInfo] = {
 
 MODEL_NAMES = tuple(_REGISTRY)
 
+# Options added after checkpoints were first written, with the value an older configuration
+# (which lacks the key) was built with - so an old checkpoint rebuilds the network it was trained as.
+LEGACY_OPTIONS: Dict[str, Dict] = {
+    "mosfnet": {"ffm_residual": False, "encoder": "convnextv2_tiny", "ffm_kernel": 3},
+}
+
+
+def complete_config(name: str, config: Dict) -> Dict:
+    """A stored model configuration with the options older versions did not record filled in."""
+    return {**LEGACY_OPTIONS.get(name, {}), **config}
+
 
 def available_models() -> List[Dict]:
     """One dict per model: name, title, one-line description, paper and paper defaults."""

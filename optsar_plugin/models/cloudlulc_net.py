@@ -94,6 +94,7 @@ from timm.layers import LayerNorm2d, resample_abs_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 
 from ..errors import OptsarError
+from .losses import cross_entropy
 
 TOKEN_STRIDE = 16  # input pixels per USMT token side: stem /4 then patch embedding /4
 PAPER_TILE = 512  # CloudLULC-Set tile size; the position embedding is defined for it
@@ -386,8 +387,12 @@ class CloudLULCNet(nn.Module):
         logits, z, r = self._features(optical, sar)
         return {"logits": logits, "latent": z, "reliability": r}
 
-    def loss(self, outputs: Dict[str, torch.Tensor], target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        """CE + anchor_weight * (alignment of Z with the label anchor + anchor reconstruction CE)."""
+    def loss(self, outputs: Dict[str, torch.Tensor], target: torch.Tensor, ignore_index: int = 255,
+             class_weights=None) -> torch.Tensor:
+        """CE + anchor_weight * (alignment of Z with the label anchor + anchor reconstruction CE).
+
+        ``class_weights`` (one per class, training's class balancing) weight the segmentation CE only.
+        """
         logits, z = outputs["logits"], outputs["latent"]
         if target.shape != logits.shape[:1] + logits.shape[2:]:
             raise OptsarError(f"Label tile {tuple(target.shape)} does not match the prediction {tuple(logits.shape)}.")
@@ -398,7 +403,10 @@ class CloudLULCNet(nn.Module):
                 f"Label values must be class indices 0-{self.num_classes - 1} or {ignore_index} (ignored); "
                 f"found {sorted(set(target[labelled].unique().tolist()) - set(range(self.num_classes)))[:5]}."
             )
-        ce = _masked_ce(logits, target, ignore_index)
+        if class_weights is None:
+            ce = _masked_ce(logits, target, ignore_index)
+        else:
+            ce = cross_entropy(logits, target, ignore_index=ignore_index, weight=class_weights)
         if self.anchor_weight == 0:
             return ce
         anchor, recon = self.anchor(target, ignore_index)

@@ -1,7 +1,9 @@
 """MOSFNet (Zhao et al., "Land cover classification of optical-SAR imagery via cross-modal
 interaction and feature alignment"): two ConvNeXtV2-tiny encoders, a Feature Interaction
 Module (FIM, Eq. 1-2) and a Feature Fusion Module (FFM, Eq. 3-5) at each of the four
-stages, and a UPerNet decoder.
+stages, and a UPerNet decoder.  ``encoder`` selects a smaller ConvNeXtV2 of the same
+family (nano, pico, femto, atto: stage widths 80-640 ... 40-320) with the same wiring -
+the ``small`` training size uses atto, so that MOSFNet trains on a CPU.
 
 Data flow for optical ``(B, Co, H, W)`` and SAR ``(B, Cs, H, W)`` (H, W multiples of 32)::
 
@@ -16,9 +18,12 @@ silent, these choices were made:
 
 * Encoders: timm ``convnextv2_tiny`` (``features_only``, ``in_chans`` = band count), one
   per modality, no weight sharing ("two independent ConvNeXtV2-tiny networks").  Each
-  stage output gets a channel LayerNorm (eps 1e-6), as in the segmentation version of
-  ConvNeXt (mmseg backbone ``norm0..3``): ConvNeXt's residual stream is not normalised at
-  the stage outputs, and the two modalities are multiplied/added downstream.
+  stage output gets a channel LayerNorm (eps 1e-6): the paper does not mention them, but
+  they belong to ConvNeXt used as a segmentation backbone with UPerNet, which is what the
+  paper uses (the official ConvNeXt / ConvNeXt-V2 segmentation backbones and mmseg's add
+  ``norm0..3`` on the outputs, because ConvNeXt's residual stream is not normalised at the
+  stage outputs); the two modalities are multiplied and added downstream, which needs
+  them on a common scale.
   FIM/FFM outputs do not re-enter the encoders: the paper places the FIM "immediately
   after the backbone outputs" and feeds its result to the FFM, and nothing in the text
   routes it back.  Stochastic depth ``drop_path_rate`` (paper silent) defaults to 0.1:
@@ -37,11 +42,20 @@ silent, these choices were made:
   3x3 conv -> SiLU -> SS2D -> LayerNorm(d_inner); L = Linear (C -> d_inner, no bias) ->
   SiLU.  SS2D is VMamba's v0 (four scan directions) with its defaults: d_inner = 2C
   (``ssm_ratio``), d_state 16, dt_rank ceil(C/16).  In Eq. 4 "Linear" maps d_inner -> C
-  (no bias, like VMamba's out_proj) and "Conv" is a dense 3x3 conv with bias: the paper
-  names depthwise convolutions explicitly ("DW-Conv") in the same paragraph, so this one
-  is a regular convolution, and a 1x1 conv right after a linear layer would add nothing.
-  No norm or activation before the sigmoid.  The two branches (SAR modulating optical,
-  optical modulating SAR) have their own weights.
+  (no bias, like VMamba's out_proj) and "Conv" is a regular (not depthwise) convolution
+  with bias, ``ffm_kernel`` x ``ffm_kernel`` (default 3): the paper names depthwise
+  convolutions explicitly ("DW-Conv") in the same paragraph, so this one is a regular
+  convolution, and with a 1x1 kernel right after the Linear the pair would be one linear
+  map (the Conv would add parameters and nothing else).  The price: the eight 3x3 convs
+  hold 14.1 M of the paper configuration's 119.9 M parameters (12 %, 4 + 1 bands, 7 classes); ``ffm_kernel=1``
+  gives 1.6 M.  No norm or activation before the sigmoid.  The two branches (SAR
+  modulating optical, optical modulating SAR) have their own weights.
+* FFM residual connections (``ffm_residual``, default on): the text says twice that the
+  projected features are "fused with the original features through residual
+  connections" (Section 1 and Section 2.2), which Eq. (4) alone (C = F~ * sigmoid(B), a
+  pure gate) does not show; each branch is C = F~ + F~ * sigmoid(B) before the sum of
+  Eq. (5).  ``ffm_residual=False`` is Eq. (4) as printed (and how checkpoints written
+  before this option were built).
 * Decoder: mmseg ``UPerHead`` with 512 channels (``decoder_channels``; mmseg's default and
   its ConvNeXt UPerNet configuration), pool scales 1, 2, 3, 6; logits at stride 4,
   bilinearly resized to the input.
@@ -57,7 +71,7 @@ FFM unchanged (F~ = F); ``use_ffm=False`` fuses by pixel-wise addition
 addition for feature fusion").
 
 Pretrained weights: ``pretrained_path`` names a timm (or official ConvNeXt-V2) ImageNet
-state dict for ``convnextv2_tiny`` (``.safetensors``, or a torch file read with
+state dict for the ``encoder`` (default ``convnextv2_tiny``) (``.safetensors``, or a torch file read with
 ``weights_only=True``); both encoders start from it.  The 3-channel stem is adapted to the
 band count: the optical stem keeps the R, G, B kernels for its first three bands and gives
 every further band the mean of the three; the SAR stem gives every band the mean kernel;
@@ -85,8 +99,9 @@ from .uper_head import ConvModule, FCNHead, UPerHead
 
 __all__ = ["MOSFNet", "FIM", "FFM", "build", "adapt_stem_weight", "load_convnextv2_state_dict"]
 
-ENCODER = "convnextv2_tiny"
-STAGE_CHANNELS = (96, 192, 384, 768)
+ENCODER = "convnextv2_tiny"  # the paper's encoder
+ENCODERS = ("convnextv2_tiny", "convnextv2_nano", "convnextv2_pico", "convnextv2_femto", "convnextv2_atto")
+STAGE_CHANNELS = (96, 192, 384, 768)  # ConvNeXtV2-tiny's
 AUX_WEIGHT = 0.4
 
 
@@ -134,11 +149,18 @@ class _HiddenStateProjection(nn.Module):
 
 
 class FFM(nn.Module):
-    """Feature Fusion Module, Eq. (3)-(5): bidirectional SS2D gating; returns F~fusion (B, C, H, W)."""
+    """Feature Fusion Module, Eq. (3)-(5): bidirectional SS2D gating; returns F~fusion (B, C, H, W).
 
-    def __init__(self, channels: int, d_state: int = 16, ssm_ratio: float = 2.0):
+    ``residual`` (default): each branch's gated features are "fused with the original features
+    through residual connections" (the text, twice): C = F~ + F~ * sigmoid(B); False is Eq. (4)
+    alone, C = F~ * sigmoid(B).
+    """
+
+    def __init__(self, channels: int, d_state: int = 16, ssm_ratio: float = 2.0, residual: bool = True,
+                 kernel: int = 3):
         super().__init__()
         c = channels
+        self.residual = bool(residual)
         d_inner = int(ssm_ratio * c)
         dt_rank = math.ceil(c / 16)
         self.norm_opt = nn.LayerNorm(c)
@@ -149,8 +171,8 @@ class FFM(nn.Module):
         self.map_sar = nn.Linear(c, d_inner, bias=False)  # L^2 (+ SiLU)
         self.out_linear_opt = nn.Linear(d_inner, c, bias=False)
         self.out_linear_sar = nn.Linear(d_inner, c, bias=False)
-        self.out_conv_opt = nn.Conv2d(c, c, 3, padding=1)
-        self.out_conv_sar = nn.Conv2d(c, c, 3, padding=1)
+        self.out_conv_opt = nn.Conv2d(c, c, kernel, padding=kernel // 2)
+        self.out_conv_sar = nn.Conv2d(c, c, kernel, padding=kernel // 2)
 
     def forward(self, f_opt: Tensor, f_sar: Tensor) -> Tensor:
         x_opt = self.norm_opt(f_opt.permute(0, 2, 3, 1))  # channel-last
@@ -163,6 +185,8 @@ class FFM(nn.Module):
         b_sar = self.out_conv_sar(self.out_linear_sar(a_sar * z_opt).permute(0, 3, 1, 2))
         c_opt = f_opt * torch.sigmoid(b_opt)  # Eq. (4)
         c_sar = f_sar * torch.sigmoid(b_sar)
+        if self.residual:  # "fused with the original features through residual connections"
+            c_opt, c_sar = c_opt + f_opt, c_sar + f_sar
         return c_opt + c_sar  # Eq. (5)
 
 
@@ -183,8 +207,8 @@ def adapt_stem_weight(weight: Tensor, in_chans: int, keep_rgb: bool) -> Tensor:
     return (new * (3.0 / in_chans)).to(weight.dtype).contiguous()
 
 
-def load_convnextv2_state_dict(path: str) -> Dict[str, Tensor]:
-    """Read an ImageNet ``convnextv2_tiny`` state dict (timm or official key names) as timm names."""
+def load_convnextv2_state_dict(path: str, encoder: str = ENCODER) -> Dict[str, Tensor]:
+    """Read an ImageNet ConvNeXt-V2 (``encoder``) state dict (timm or official key names) as timm names."""
     if not os.path.isfile(path):
         raise OptsarError(f"Pretrained weights file not found: {path}")
     try:
@@ -206,7 +230,7 @@ def load_convnextv2_state_dict(path: str) -> Dict[str, Tensor]:
         from timm.models.convnext import checkpoint_filter_fn
 
         try:  # official ConvNeXt-V2 names -> timm names
-            sd = checkpoint_filter_fn(sd, timm.create_model(ENCODER, pretrained=False))
+            sd = checkpoint_filter_fn(sd, timm.create_model(encoder, pretrained=False))
         except Exception as exc:
             raise OptsarError(f"Pretrained weights '{path}' are not a ConvNeXt-V2 state dict ({exc}).") from exc
     return sd
@@ -220,10 +244,10 @@ def _features_key(key: str) -> str:
 
 
 def _make_encoder(in_chans: int, drop_path_rate: float, state_dict: Optional[Dict[str, Tensor]],
-                  keep_rgb: bool, source: str = "") -> nn.Module:
+                  keep_rgb: bool, source: str = "", encoder: str = ENCODER) -> nn.Module:
     import timm
 
-    enc = timm.create_model(ENCODER, pretrained=False, features_only=True, in_chans=in_chans,
+    enc = timm.create_model(encoder, pretrained=False, features_only=True, in_chans=in_chans,
                             drop_path_rate=drop_path_rate)
     if state_dict is None:
         return enc
@@ -235,7 +259,7 @@ def _make_encoder(in_chans: int, drop_path_rate: float, state_dict: Optional[Dic
         enc.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[:3]
-        raise OptsarError(f"Pretrained weights '{source}' do not fit {ENCODER}: {' '.join(first)}") from exc
+        raise OptsarError(f"Pretrained weights '{source}' do not fit {encoder}: {' '.join(first)}") from exc
     return enc
 
 
@@ -255,10 +279,14 @@ class MOSFNet(nn.Module):
     def __init__(self, optical_bands: int, sar_bands: int, num_classes: int, *,
                  decoder_channels: int = 512, fim_kernel: int = 1, use_fim: bool = True, use_ffm: bool = True,
                  d_state: int = 16, ssm_ratio: float = 2.0, drop_path_rate: float = 0.1, aux_head: bool = False,
+                 encoder: str = ENCODER, ffm_residual: bool = True, ffm_kernel: int = 3,
                  pretrained_path: Optional[str] = None):
         super().__init__()
-        if int(fim_kernel) < 1 or int(fim_kernel) % 2 == 0:
-            raise OptsarError(f"MOSFNet fim_kernel must be an odd size >= 1, got {fim_kernel}.")
+        if encoder not in ENCODERS:
+            raise OptsarError(f"MOSFNet encoder '{encoder}' is not known; use one of {', '.join(ENCODERS)}.")
+        for key, k in (("fim_kernel", fim_kernel), ("ffm_kernel", ffm_kernel)):
+            if int(k) < 1 or int(k) % 2 == 0:
+                raise OptsarError(f"MOSFNet {key} must be an odd size >= 1, got {k}.")
         if int(d_state) < 1 or float(ssm_ratio) <= 0 or int(decoder_channels) < 1:
             raise OptsarError("MOSFNet needs d_state >= 1, ssm_ratio > 0 and decoder_channels >= 1.")
         if not 0.0 <= float(drop_path_rate) < 1.0:
@@ -270,19 +298,22 @@ class MOSFNet(nn.Module):
             "decoder_channels": int(decoder_channels), "fim_kernel": int(fim_kernel),
             "use_fim": self.use_fim, "use_ffm": self.use_ffm, "d_state": int(d_state),
             "ssm_ratio": float(ssm_ratio), "drop_path_rate": float(drop_path_rate), "aux_head": self.aux,
+            "encoder": encoder, "ffm_residual": bool(ffm_residual), "ffm_kernel": int(ffm_kernel),
         }
         self.pretrained_path = pretrained_path
-        sd = load_convnextv2_state_dict(pretrained_path) if pretrained_path else None
-        self.encoder_opt = _make_encoder(self.optical_bands, float(drop_path_rate), sd, True, pretrained_path or "")
-        self.encoder_sar = _make_encoder(self.sar_bands, float(drop_path_rate), sd, False, pretrained_path or "")
+        sd = load_convnextv2_state_dict(pretrained_path, encoder) if pretrained_path else None
+        self.encoder_opt = _make_encoder(self.optical_bands, float(drop_path_rate), sd, True, pretrained_path or "", encoder)
+        self.encoder_sar = _make_encoder(self.sar_bands, float(drop_path_rate), sd, False, pretrained_path or "", encoder)
         chans = tuple(self.encoder_opt.feature_info.channels())
-        assert chans == STAGE_CHANNELS, chans
+        self.stage_channels = chans
         from timm.layers import LayerNorm2d
 
         self.out_norm_opt = nn.ModuleList(LayerNorm2d(c, eps=1e-6) for c in chans)
         self.out_norm_sar = nn.ModuleList(LayerNorm2d(c, eps=1e-6) for c in chans)
         self.fim = nn.ModuleList(FIM(c, int(fim_kernel)) for c in chans) if self.use_fim else None
-        self.ffm = nn.ModuleList(FFM(c, int(d_state), float(ssm_ratio)) for c in chans) if self.use_ffm else None
+        self.ffm = (nn.ModuleList(FFM(c, int(d_state), float(ssm_ratio), bool(ffm_residual), int(ffm_kernel))
+                                  for c in chans)
+                    if self.use_ffm else None)
         self.decode_head = UPerHead(chans, int(decoder_channels), self.num_classes)
         self.aux_head = FCNHead(chans[2], 256, self.num_classes) if self.aux else None
 
@@ -302,7 +333,7 @@ class MOSFNet(nn.Module):
         self._check_inputs(optical, sar)
         feats_opt, feats_sar = self.encoder_opt(optical), self.encoder_sar(sar)
         fused = []
-        for i in range(len(STAGE_CHANNELS)):
+        for i in range(len(self.stage_channels)):
             f_opt, f_sar = self.out_norm_opt[i](feats_opt[i]), self.out_norm_sar[i](feats_sar[i])
             if self.use_fim:
                 f_opt, f_sar = self.fim[i](f_opt, f_sar)  # Eq. (1)-(2)
@@ -323,21 +354,24 @@ class MOSFNet(nn.Module):
             out["aux_logits"] = F.interpolate(aux, size=optical.shape[2:], mode="bilinear", align_corners=False)
         return out
 
-    def loss(self, outputs, target: Tensor, ignore_index: int = 255) -> Tensor:
-        """Pixel cross entropy (+ 0.4 x auxiliary cross entropy when ``aux_head``)."""
+    def loss(self, outputs, target: Tensor, ignore_index: int = 255, class_weights=None) -> Tensor:
+        """Pixel cross entropy (+ 0.4 x auxiliary cross entropy when ``aux_head``); ``class_weights``: one
+        weight per class (training's class balancing; the paper names no loss)."""
         if isinstance(outputs, Tensor):
             outputs = {"logits": outputs}
-        total = cross_entropy(outputs["logits"], target, ignore_index=ignore_index)
+        total = cross_entropy(outputs["logits"], target, ignore_index=ignore_index, weight=class_weights)
         if "aux_logits" in outputs:
-            total = total + AUX_WEIGHT * cross_entropy(outputs["aux_logits"], target, ignore_index=ignore_index)
+            total = total + AUX_WEIGHT * cross_entropy(outputs["aux_logits"], target, ignore_index=ignore_index,
+                                                       weight=class_weights)
         return total
 
 
 def build(optical_bands: int, sar_bands: int, num_classes: int, **options) -> MOSFNet:
     """Registry entry point.  Options: decoder_channels (512), fim_kernel (1), use_fim, use_ffm,
-    d_state (16), ssm_ratio (2.0), drop_path_rate (0.1), aux_head (False), pretrained_path (None)."""
+    d_state (16), ssm_ratio (2.0), drop_path_rate (0.1), aux_head (False), encoder (convnextv2_tiny),
+    ffm_residual (True), ffm_kernel (3), pretrained_path (None)."""
     known = {"decoder_channels", "fim_kernel", "use_fim", "use_ffm", "d_state", "ssm_ratio",
-             "drop_path_rate", "aux_head", "pretrained_path"}
+             "drop_path_rate", "aux_head", "encoder", "ffm_residual", "ffm_kernel", "pretrained_path"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise OptsarError(f"Unknown MOSFNet option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}.")

@@ -49,15 +49,16 @@ Choices where the paper is silent (all can be changed through options):
 * Each residual branch of a DMEM gets stochastic depth (linear schedule over
   the 16 blocks, as MiT).
 * Stage ends: a LayerNorm per branch (MiT's stage-end norm) before the MMAM.
-* MMAM ``MLP_1``/``MLP_2`` of Eq. (6)-(7) ("two parallel sequences of FC
-  layers"): by default each is one ``Linear(C, C_branch)`` (``mmam_reduction=None``),
-  because the paper writes "MLP" for single Linear layers throughout (Eq. (3)'s
-  dimension adjustment, Eq. (4)'s Mix-FFN layers, and Eq. (8), where the text's
-  "MLP" is ``Linear(C_i, C)``). The other reading, two FC layers with a ReLU
-  and an unstated hidden width ``C / r``, is ``mmam_reduction=r``. Parameter
-  counts of the paper configuration: single FC 26.47 M (-0.9 % from the
-  reported 26.70 M); r = 1: 27.24 M (+2.0 %); r = 2: 26.66 M (-0.2 %);
-  r = 4: 26.37 M (-1.2 %).
+* MMAM ``MLP_1``/``MLP_2`` of Eq. (6)-(7): "two parallel sequences of FC layers" -
+  a *sequence* of fully connected layers each, read as the squeeze-excitation form
+  ``Linear(C, C / r) -> ReLU -> Linear(C / r, C_branch)`` (one Linear would not be a
+  sequence, and two Linears without a non-linearity would collapse into one).  The text
+  gives no hidden width; ``mmam_reduction = 2`` is the width whose size agrees with the
+  paper's reported total (the only evidence there is).  Parameter counts of the paper
+  configuration (10 + 2 bands, 9 classes): r = 2: 26,659,209 (26.66 M, -0.15 % from the
+  reported 26.70 M); r = 1: 27.24 M (+2.0 %); r = 4: 26.37 M (-1.2 %); r = 16 (SE-Net's
+  default): 26.15 M (-2.1 %); a single Linear each (``mmam_reduction=None``, the reading
+  of versions up to 0.1.0, kept for their checkpoints): 26.47 M (-0.9 %).
 * Decoder: embedding ``decoder_dim = 768`` (SegFormer-B2's head); the
   ``Linear(4C, C)`` of Eq. (8) is SegFormer's 1x1 conv + BatchNorm + ReLU, with
   Dropout2d(0.1) before the classifier; concatenation order c4, c3, c2, c1;
@@ -65,8 +66,10 @@ Choices where the paper is silent (all can be changed through options):
 * Focal loss: the paper gives no gamma; ``focal_gamma = 2`` (Lin et al.'s
   recommended value). alpha "typically set based on the inverse frequency of
   the classes": the per-class values depend on the training data, so the
-  default is ``focal_alpha = None`` (all 1) and the training code may pass
-  ``focal_alpha=inverse_frequency_alpha(counts)`` (see :mod:`.losses`).
+  constructor's default is ``focal_alpha = None`` (all 1) and training passes
+  ``focal_alpha=inverse_frequency_alpha(counts)`` of the training labels
+  (:func:`optsar_plugin.training.recipes.class_balance`), which the checkpoint's
+  configuration records.
   The mean is taken over the non-ignored pixels.
 * Initialisation: SegFormer's (truncated normal 0.02 for Linear, He-normal for
   conv); the paper trains every model from scratch, so no pretrained weights.
@@ -77,7 +80,7 @@ logits are returned at the input size.
 
 Size and compute of the paper configuration (10 + 2 bands, 9 classes),
 measured with ``torch.utils.flop_counter.FlopCounterMode`` (MAC = FLOP / 2):
-26,465,673 parameters (paper 26.70 M); 62.41 GMAC per 510x510 or 512x512 tile
+26,659,209 parameters (paper 26.70 M); 62.41 GMAC per 510x510 or 512x512 tile
 (encoder 22.09, decoder 40.33), of which 7.78 GMAC are the attention products
 (QK^T, AV). The paper's Table II lists 109.59 "GFLOPs" for this model and
 114.53 for SegFormer(-B2, 27.38 M). A SegFormer-B2 with 12 input bands and 9
@@ -124,7 +127,7 @@ PAPER_DEFAULTS = dict(
     drop_path_rate=0.1,
     drop_rate=0.0,
     decoder_dropout=0.1,
-    mmam_reduction=None,
+    mmam_reduction=2,
     focal_gamma=2.0,
     focal_alpha=None,
 )
@@ -405,10 +408,12 @@ class SpecSARFormer(nn.Module):
         """``{"logits": (B, K, H, W)}``; the paper has no auxiliary outputs."""
         return {"logits": self.forward(optical, sar)}
 
-    def loss(self, outputs, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-        """alpha-balanced focal loss, Eq. (9)-(10), mean over pixels whose target != ``ignore_index``."""
+    def loss(self, outputs, target: torch.Tensor, ignore_index: int = 255, class_weights=None) -> torch.Tensor:
+        """alpha-balanced focal loss, Eq. (9)-(10), mean over pixels whose target != ``ignore_index``;
+        ``class_weights`` (one per class) replaces the configured ``focal_alpha`` for this call."""
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs
-        return focal_loss(logits, target, gamma=self.focal_gamma, alpha=self.focal_alpha, ignore_index=ignore_index)
+        alpha = self.focal_alpha if class_weights is None else class_weights
+        return focal_loss(logits, target, gamma=self.focal_gamma, alpha=alpha, ignore_index=ignore_index)
 
 
 def build(optical_bands: int, sar_bands: int, num_classes: int, **options) -> SpecSARFormer:

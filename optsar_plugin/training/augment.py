@@ -41,7 +41,11 @@ def dihedral(arrays, k: int, flip: bool):
 
 
 def reflectance_unit(optical_stats: dict) -> float:
-    """10000 when the optical data look like scaled digital numbers (median > 2), else 1.0."""
+    """The value of reflectance 1 in the units the statistics were computed in: 1.0 when they record
+    units (values are then converted to reflectance); for older statistics 10000 when the data look like
+    scaled digital numbers (median > 2), else 1.0."""
+    if "units" in optical_stats:
+        return 1.0
     centre = max(float(c) for c in optical_stats["center"])
     return 10000.0 if centre > 2.0 else 1.0
 

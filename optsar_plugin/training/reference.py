@@ -156,7 +156,7 @@ def _read_pairs(path: str, layer_name: Optional[str], class_field: str, name_fie
     return sorted(values, key=lambda x: (isinstance(x, str), x)), names, count
 
 
-def _drop_empty(index: np.ndarray, scheme: ClassScheme, counts: np.ndarray, source: str, feedback) -> Tuple[np.ndarray, ClassScheme, np.ndarray, List[str]]:
+def drop_empty(index: np.ndarray, scheme: ClassScheme, counts: np.ndarray, source: str, feedback) -> Tuple[np.ndarray, ClassScheme, np.ndarray, List[str]]:
     notes = []
     keep = [k for k in range(len(scheme)) if counts[k] > 0]
     if len(keep) < len(scheme):
@@ -258,7 +258,7 @@ def labels_from_vector(path: str, class_field: str, optical_ds, *, name_field: O
             f"The reference features of {source} overlap the optical raster '{optical_ds.name}' but cover no pixel "
             "centre of it (they are smaller than a pixel or lie on its edge)."
         )
-    index, scheme, counts, more = _drop_empty(index, scheme, counts, source, feedback)
+    index, scheme, counts, more = drop_empty(index, scheme, counts, source, feedback)
     return Labels(index, scheme, counts, source, notes + more)
 
 
@@ -325,5 +325,5 @@ def labels_from_raster(path: str, optical_ds, *, feedback=None) -> Labels:
     sel = codes >= 0
     index[sel] = lut[codes[sel]]
     counts = np.bincount(index[sel].ravel(), minlength=len(scheme))[: len(scheme)]
-    index, scheme, counts, notes = _drop_empty(index, scheme, counts, source, feedback)
+    index, scheme, counts, notes = drop_empty(index, scheme, counts, source, feedback)
     return Labels(index, scheme, counts, source, notes)

@@ -17,11 +17,14 @@
   only ever scored on the labels of its own split: the other split's labels are
   masked to 255 in it.
 * **Sampling**: every training tile contains a labelled training pixel chosen by
-  first drawing a class with probability proportional to the square root of its
-  labelled pixel count (rare classes are seen more often than their share, without
-  the noise of full balancing) and then one of its pixels uniformly; the tile is
-  placed at a uniformly random offset around that pixel, inside the raster.  At
-  most :data:`MAX_POINTS_PER_CLASS` pixels per class are kept as candidates.
+  first drawing a class with probability proportional to its labelled pixel count
+  raised to ``class_power`` (0.5 by default: rare classes are seen more often than
+  their share, without the noise of full balancing; 1: every labelled pixel equally
+  likely, when the loss weights the classes; 0: every class equally likely - see
+  :func:`optsar_plugin.training.recipes.class_balance`) and then one of its pixels
+  uniformly; the tile is placed at a uniformly random offset around that pixel,
+  inside the raster.  At most :data:`MAX_POINTS_PER_CLASS` pixels per class are kept
+  as candidates.
 * **Validation tiles** cover each held-out block with non-overlapping tile cells;
   each cell is predicted in a tile-sized window around it (shifted inside the
   raster at the edges) and only the cell's pixels are scored, so every held-out
@@ -46,6 +49,9 @@ from ..classes import NODATA
 from ..errors import OptsarError
 
 MAX_POINTS_PER_CLASS = 200_000
+CLASS_POWER = 0.5  # a class is drawn with probability proportional to (its labelled pixels) ** CLASS_POWER
+MIN_BLOCKS = 10  # labelled validation-split blocks wanted (choose_block)
+MIN_BLOCK = 64
 STATS_TILES = 64
 STATS_PIXELS = 200_000
 DEFAULT_MEMORY_LIMIT = 1 << 30
@@ -176,10 +182,31 @@ def _block_counts(index: np.ndarray, block: int, k: int) -> np.ndarray:
     return out
 
 
+def choose_block(index: np.ndarray, tile: int, min_blocks: int = MIN_BLOCKS) -> int:
+    """Validation block edge: 2 tiles where that gives ``min_blocks`` labelled blocks, else smaller (>= 64 px).
+
+    Candidates are 2 x tile, tile, then halving down to 64 px (multiples of 32); the first
+    with at least ``min_blocks`` labelled blocks wins, else the one with the most.
+    """
+    sizes, b = [2 * int(tile)], int(tile)
+    while b >= MIN_BLOCK:
+        sizes.append(b)
+        b = (b // 2) // 32 * 32
+    one_class = np.where(index != NODATA, 0, NODATA).astype(np.uint8)
+    best, best_n = sizes[0], -1
+    for size in sizes:
+        n = int((_block_counts(one_class, size, 1)[..., 0] > 0).sum())
+        if n >= min_blocks:
+            return size
+        if n > best_n:
+            best, best_n = size, n
+    return best
+
+
 def spatial_split(index: np.ndarray, num_classes: int, tile: int, fraction: float, seed: int,
-                  block_tiles: int = 2) -> Split:
-    """Hold out whole blocks of ``block_tiles * tile`` pixels holding ~``fraction`` of the labels."""
-    block = int(block_tiles) * int(tile)
+                  block_tiles: int = 2, block: Optional[int] = None) -> Split:
+    """Hold out whole blocks (``block`` px, default ``block_tiles * tile``) holding ~``fraction`` of the labels."""
+    block = int(block) if block else int(block_tiles) * int(tile)
     counts = _block_counts(index, block, num_classes)
     per_block = counts.sum(-1)
     labelled = per_block > 0
@@ -190,9 +217,8 @@ def spatial_split(index: np.ndarray, num_classes: int, tile: int, fraction: floa
     cand = np.argwhere(labelled)
     if len(cand) < 2:
         raise OptsarError(
-            f"All labelled pixels lie in one spatial block of {block} x {block} px ({block_tiles} x {block_tiles} "
-            "tiles), so no spatially separate validation set can be held out. Add reference data elsewhere, use a "
-            "smaller TILE_SIZE, or set VALIDATION_FRACTION to 0."
+            f"All labelled pixels lie in one spatial block of {block} x {block} px, so no spatially separate "
+            "validation set can be held out. Add reference data elsewhere or set VALIDATION_FRACTION to 0."
         )
     rng = np.random.default_rng(seed)
     target = fraction * per_block.sum()
@@ -222,7 +248,8 @@ def spatial_split(index: np.ndarray, num_classes: int, tile: int, fraction: floa
 class TileSampler:
     """Training tile origins around labelled training pixels (see the module docstring)."""
 
-    def __init__(self, index: np.ndarray, split: Split, tile: int, rng: np.random.Generator):
+    def __init__(self, index: np.ndarray, split: Split, tile: int, rng: np.random.Generator,
+                 class_power: float = CLASS_POWER):
         self.H, self.W = index.shape
         self.tile = int(tile)
         self.rng = rng
@@ -253,7 +280,7 @@ class TileSampler:
                     pick = rng.choice(r.size, MAX_POINTS_PER_CLASS, replace=False)
                     r, cc_ = r[pick], cc_[pick]
                 self.points.append((r, cc_))
-                weights.append(math.sqrt(r.size))
+                weights.append(float(r.size) ** class_power)
             else:
                 self.points.append((np.zeros(0, np.int32), np.zeros(0, np.int32)))
                 weights.append(0.0)
@@ -276,16 +303,24 @@ class TileSampler:
 
 
 def validation_cells(split: Split, H: int, W: int, tile: int, index: np.ndarray) -> List[Tuple[int, int, int, int, int, int]]:
-    """``(win_row, win_col, cell_row, cell_col, cell_h, cell_w)`` for every held-out cell holding labels."""
+    """``(win_row, win_col, cell_row, cell_col, cell_h, cell_w)`` for every held-out cell holding labels.
+
+    Cells tile each held-out block (at most ``tile`` px, never crossing the block edge);
+    each is predicted in a tile-sized window centred on it where the raster allows.
+    """
     out = []
-    t = int(tile)
+    t, b = int(tile), split.block
+    step = min(t, b)
     for br, bc in np.argwhere(split.val_blocks):
-        for r in range(br * split.block, min(H, (br + 1) * split.block), t):
-            for c in range(bc * split.block, min(W, (bc + 1) * split.block), t):
-                h, w = min(t, H - r), min(t, W - c)
+        r_end, c_end = min(H, (br + 1) * b), min(W, (bc + 1) * b)
+        for r in range(br * b, r_end, step):
+            for c in range(bc * b, c_end, step):
+                h, w = min(step, r_end - r), min(step, c_end - c)
                 if not (index[r : r + h, c : c + w] != NODATA).any():
                     continue
-                out.append((min(r, H - t), min(c, W - t), r, c, h, w))
+                wr = int(np.clip(r - (t - h) // 2, 0, max(0, H - t)))
+                wc = int(np.clip(c - (t - w) // 2, 0, max(0, W - t)))
+                out.append((wr, wc, r, c, h, w))
     return out
 
 
@@ -302,8 +337,9 @@ def training_tiles_per_epoch(split: Split, H: int, W: int, tile: int) -> int:
 # normalisation statistics
 # ------------------------------------------------------------------------------------------
 def compute_statistics(source: SceneSource, sampler: TileSampler, split: Split, rng: np.random.Generator,
-                       n_tiles: int = STATS_TILES) -> Tuple[dict, dict]:
-    """Robust per-band statistics of the training area for the optical and SAR inputs."""
+                       n_tiles: int = STATS_TILES, feedback=None) -> Tuple[dict, dict]:
+    """Robust per-band statistics of the training area for the optical and SAR inputs, in physical units
+    (reflectance, dB) detected from the rasters (:func:`optsar_plugin.normalisation.raster_units`)."""
     t = sampler.tile
     opt, sar = [], []
     for _ in range(int(n_tiles)):
@@ -326,11 +362,17 @@ def compute_statistics(source: SceneSource, sampler: TileSampler, split: Split, 
         o = o[:, rng.choice(o.shape[1], STATS_PIXELS, replace=False)]
     if s.shape[1] > STATS_PIXELS:
         s = s[:, rng.choice(s.shape[1], STATS_PIXELS, replace=False)]
-    return normalisation.compute_stats(o, "optical"), normalisation.compute_stats(s, "sar")
+    ou = normalisation.raster_units(source.optical_ds, source.obands, o, "optical")
+    su = normalisation.raster_units(source.sar_ds, source.sbands, s, "sar")
+    if ou.get("hint") and feedback is not None:
+        feedback.warning(f"Optical raster '{source.optical_ds.name}': {ou['hint']}.")
+    return normalisation.compute_stats(o, "optical", units=ou), normalisation.compute_stats(s, "sar", units=su)
 
 
 def stats_shift(stats: dict, new: dict) -> float:
     """Largest |difference of centres| in units of the old scale (used to warn when fine-tuning)."""
+    if ("units" in stats) != ("units" in new):  # raw values vs physical units: not comparable
+        return 0.0
     a = np.asarray(stats["center"], float)
     b = np.asarray(new["center"], float)
     if a.shape != b.shape or bool(stats.get("to_db")) != bool(new.get("to_db")):

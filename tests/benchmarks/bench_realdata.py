@@ -1,0 +1,281 @@
+"""Real Sentinel-1/2 data: each network trained with DEFAULT settings against a random forest and NDWI.
+
+    python tests/benchmarks/bench_realdata.py [--models ...] [--split west] [--protocol assess|dev]
+
+The data: the Sen1Floods11 hand-labelled chip Spain_7370579 in ``../shared/realdata``
+(512 x 512 px, Sentinel-2 L1C 13 bands as integer reflectance x 10000, Sentinel-1
+VV/VH in dB, labels water / not water / -1 unlabelled).  Without that folder the
+benchmark prints a line and exits 0.
+
+Protocol (fixed before any tuning; never changed to suit a result):
+
+* ``--split west`` (default): the labels of the western half (columns 0-255) are the
+  training labels, the eastern half (columns 256-511) is assessed; ``--split`` also
+  takes east, north and south (the half given is the one trained on).
+* ``--protocol assess`` (default) scores the assessed half.  ``--protocol dev``
+  never looks at it: the training half is cut again (its northern quarter trains,
+  its southern quarter is scored; ``dev2`` the other way round) - the splits used for
+  every tuning decision.
+* Every network is trained by :func:`optsar_plugin.training.train` with nothing but
+  the inputs, the label raster, the model name and the output path (``--train-args``
+  adds options, e.g. to reproduce an older recipe) and classifies the whole chip with
+  :func:`optsar_plugin.inference.classify` with its defaults.
+* Baselines on the same pixels: a scikit-learn random forest (200 trees, 30 000
+  random labelled training pixels, the 15 raw bands) and NDWI = (B3 - B8) / (B3 + B8)
+  with the threshold that maximises water IoU on the training labels; the oracle
+  threshold (best on the assessed pixels) is printed too, as an upper bound.
+
+Printed: OA, water IoU, mIoU and training seconds side by side; results in
+``<out>/results.json``.  Timings depend on what else runs on the machine.
+Each network's checkpoint also classifies the chip with 64 px tiles, with one 512 px pass
+and with test-time augmentation (flips, d4): each map's accuracy and its agreement with
+the single pass (the tile seams) are printed (``--no-inference`` skips this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+REALDATA = ROOT.parent / "shared" / "realdata" / "sen1floods11"
+CHIP = "Spain_7370579"
+WATER = 1  # label code of water in Sen1Floods11 (0 = not water, -1 = unlabelled)
+HALF = 256
+MODELS = ("specsar_former", "cloudlulc_net", "mosfnet")
+
+
+class Log:
+    def __init__(self, prefix="", quiet=False):
+        self.prefix, self.quiet = prefix, quiet
+
+    def progress(self, fraction, message=None):
+        pass
+
+    def info(self, message):
+        if not self.quiet:
+            print(f"{self.prefix}{message}", flush=True)
+
+    def warning(self, message):
+        print(f"{self.prefix}WARNING: {message}", flush=True)
+
+    def is_canceled(self):
+        return False
+
+
+def paths(folder: Path = REALDATA):
+    return {k: folder / f"{CHIP}_{k}Hand.tif" for k in ("S1", "S2", "Label")}
+
+
+def available(folder: Path = REALDATA) -> bool:
+    return all(p.is_file() for p in paths(folder).values())
+
+
+def regions(split: str, protocol: str, size: int = 2 * HALF):
+    """(train mask, assessed mask), (H, W) bool, for a split and protocol."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    half = {"west": cols < HALF, "east": cols >= HALF, "north": rows < HALF, "south": rows >= HALF}
+    train = half[split]
+    if protocol == "assess":
+        return train, ~train
+    # dev: the training half cut across its long side; its first quarter trains, the second is scored
+    # (dev2: the other way round)
+    across = rows if split in ("west", "east") else cols
+    first, second = train & (across < HALF), train & (across >= HALF)
+    return (first, second) if protocol == "dev" else (second, first)
+
+
+def write_labels(label_path: Path, train_mask: np.ndarray, out: Path) -> Path:
+    """The chip's labels on the training part only, as uint8 codes with 255 = unlabelled."""
+    import rasterio
+
+    with rasterio.open(label_path) as src:
+        lab = src.read(1)
+        profile = src.profile
+    codes = np.where((lab >= 0) & train_mask, lab, 255).astype(np.uint8)
+    profile.update(dtype="uint8", nodata=255, count=1, compress="deflate")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(codes, 1)
+        dst.update_tags(1, CLASSES="0=not water;1=water")
+    return out
+
+
+def read_chip(p):
+    import rasterio
+
+    with rasterio.open(p["S2"]) as o, rasterio.open(p["S1"]) as s, rasterio.open(p["Label"]) as lab:
+        return o.read().astype(np.float32), s.read().astype(np.float32), lab.read(1)
+
+
+def scores(truth: np.ndarray, pred: np.ndarray, sel: np.ndarray) -> dict:
+    """OA, water IoU, not-water IoU and mIoU on the selected labelled pixels (codes 0/1)."""
+    t, p = truth[sel], pred[sel]
+    ok = t >= 0
+    t, p = t[ok], p[ok]
+    out = {"oa": float((t == p).mean()), "pixels": int(t.size)}
+    ious = []
+    for c in (0, 1):
+        inter = int(((t == c) & (p == c)).sum())
+        union = int(((t == c) | (p == c)).sum())
+        ious.append(inter / union if union else float("nan"))
+    out["iou_not_water"], out["iou_water"] = ious
+    out["miou"] = float(np.nanmean(ious))
+    return out
+
+
+def ndwi(opt: np.ndarray) -> np.ndarray:
+    b3, b8 = opt[2], opt[7]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (b3 - b8) / (b3 + b8)
+
+
+def best_threshold(index: np.ndarray, truth: np.ndarray, sel: np.ndarray) -> float:
+    grid = np.linspace(-0.6, 0.6, 241)
+    ious = [scores(truth, (index > g).astype(np.int16), sel)["iou_water"] for g in grid]
+    return float(grid[int(np.nanargmax(ious))])
+
+
+def baselines(opt, sar, lab, train_mask, test_mask, seed=0) -> dict:
+    from sklearn.ensemble import RandomForestClassifier
+
+    res = {}
+    x = np.nan_to_num(np.concatenate([opt, sar]).reshape(opt.shape[0] + sar.shape[0], -1).T)
+    y = lab.ravel()
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(train_mask.ravel() & (y >= 0))
+    idx = rng.choice(idx, min(30000, idx.size), replace=False)
+    t0 = time.perf_counter()
+    rf = RandomForestClassifier(200, n_jobs=2, random_state=seed).fit(x[idx], y[idx])
+    fit_s = time.perf_counter() - t0
+    pred = rf.predict(x).reshape(lab.shape)
+    res["random forest (200 trees, 30k px, 15 bands)"] = {**scores(lab, pred, test_mask),
+                                                           "train_seconds": round(fit_s, 1)}
+    nd = ndwi(opt)
+    thr = best_threshold(nd, lab, train_mask)
+    res[f"NDWI > {thr:.3f} (threshold from training part)"] = scores(lab, (nd > thr).astype(np.int16), test_mask)
+    oracle = best_threshold(nd, lab, test_mask)
+    res[f"NDWI > {oracle:.3f} (oracle threshold, upper bound)"] = scores(lab, (nd > oracle).astype(np.int16), test_mask)
+    return res
+
+
+def run_network(model, p, labels_tif, out: Path, train_args: dict, seed: int, quiet: bool) -> dict:
+    import rasterio
+
+    from optsar_plugin.inference import classify
+    from optsar_plugin.training import train
+
+    ck = out / f"{model}.safetensors"
+    t0 = time.perf_counter()
+    res = train(str(p["S2"]), str(p["S1"]), str(ck), labels=str(labels_tif), model=model,
+                output_log=str(out / f"{model}.csv"), output_curve=str(out / f"{model}.html"),
+                feedback=Log(f"[{model}] ", quiet), **{"seed": seed, **train_args})
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    classify(str(p["S2"]), str(p["S1"]), str(ck), str(out / f"{model}_map.tif"), feedback=Log(f"[{model}] ", True))
+    classify_s = time.perf_counter() - t0
+    with rasterio.open(out / f"{model}_map.tif") as ds:
+        pred = ds.read(1).astype(np.int16)
+    return {"pred": pred, "train_seconds": round(train_s, 1), "classify_seconds": round(classify_s, 1),
+            "result": {k: res.get(k) for k in ("best_epoch", "steps_per_epoch", "seconds", "stopped", "steps",
+                                                "model_size", "device")},
+            "best": res.get("best")}
+
+
+INFERENCE_VARIANTS = {  # name -> classify keywords (the default run is the checkpoint's tile with its overlap)
+    "tiles of 64 px": dict(tile_size=64),
+    "one 512 px pass": dict(tile_size=512, overlap=0),
+    "default + TTA flips": dict(tta="flips"),
+    "default + TTA d4": dict(tta="d4"),
+}
+
+
+def inference_variants(model, p, out: Path, lab, test_mask, default_pred) -> dict:
+    """Accuracy of other tilings and of test-time augmentation, and agreement with one 512 px pass."""
+    import rasterio
+
+    from optsar_plugin.inference import classify
+
+    preds, rows = {"default": default_pred}, {}
+    for name, kw in INFERENCE_VARIANTS.items():
+        t0 = time.perf_counter()
+        path = out / f"{model}_map_{name.replace(' ', '_').replace('+', '')}.tif"
+        classify(str(p["S2"]), str(p["S1"]), str(out / f"{model}.safetensors"), str(path), feedback=Log("", True), **kw)
+        with rasterio.open(path) as ds:
+            preds[name] = ds.read(1).astype(np.int16)
+        rows[name] = {**scores(lab, preds[name], test_mask), "classify_seconds": round(time.perf_counter() - t0, 1)}
+    single = preds["one 512 px pass"]
+    for name, pred in preds.items():
+        rows.setdefault(name, scores(lab, pred, test_mask))["agreement_with_single_pass"] = float((pred == single).mean())
+    return rows
+
+
+def print_table(rows: dict, title: str) -> None:
+    print(f"\n{title}")
+    print(f"{'method':52s} |   OA  | water IoU |  mIoU | train s")
+    for name, r in rows.items():
+        ts = r.get("train_seconds")
+        print(f"{name:52s} | {r['oa']:.3f} |   {r['iou_water']:.3f}   | {r['miou']:.3f} | "
+              f"{'' if ts is None else f'{ts:7.0f}'}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REALDATA)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench_output" / "realdata")
+    ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--split", choices=("west", "east", "north", "south"), default="west")
+    ap.add_argument("--protocol", choices=("assess", "dev", "dev2"), default="assess")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-args", type=json.loads, default={}, help='extra train() keywords as JSON, e.g. \'{"epochs": 8}\'')
+    ap.add_argument("--tag", default="", help="a label for this run in results.json")
+    ap.add_argument("--quiet", action="store_true", help="only warnings and the results")
+    ap.add_argument("--no-inference", dest="inference", action="store_false",
+                    help="skip the classifications with 64 px tiles, one 512 px pass and test-time augmentation")
+    a = ap.parse_args(argv)
+    if not available(a.data):
+        print(f"SKIP: the Sen1Floods11 chip is not in {a.data} (../shared/realdata); nothing to measure.")
+        return 0
+    out = a.out / f"{a.split}_{a.protocol}{'_' + a.tag if a.tag else ''}"
+    out.mkdir(parents=True, exist_ok=True)
+    p = paths(a.data)
+    opt, sar, lab = read_chip(p)
+    train_mask, test_mask = regions(a.split, a.protocol, lab.shape[0])
+    labels_tif = write_labels(p["Label"], train_mask, out / "train_labels.tif")
+    n_train, n_test = int((train_mask & (lab >= 0)).sum()), int((test_mask & (lab >= 0)).sum())
+    print(f"Sen1Floods11 {CHIP}: split {a.split}, protocol {a.protocol}: {n_train} labelled training pixels, "
+          f"{n_test} assessed pixels (water {float((lab[test_mask] == WATER).mean()):.0%}).", flush=True)
+    rows = baselines(opt, sar, lab, train_mask, test_mask, a.seed)
+    print_table(rows, "Baselines")
+    for model in a.models:
+        r = run_network(model, p, labels_tif, out, dict(a.train_args), a.seed, a.quiet)
+        name = f"{model} (train defaults{', ' + json.dumps(a.train_args) if a.train_args else ''})"
+        rows[name] = {**scores(lab, r["pred"], test_mask), "train_seconds": r["train_seconds"],
+                      "classify_seconds": r["classify_seconds"], **r["result"],
+                      "validation": r["best"]}
+        print_table({name: rows[name]}, f"{model}: {r['result']}")
+        if a.inference:
+            variants = inference_variants(model, p, out, lab, test_mask, r["pred"])
+            rows[name]["inference"] = variants
+            print(f"{'  inference of ' + model:52s} |   OA  | water IoU |  mIoU | agreement with one pass")
+            for v, row in variants.items():
+                print(f"  {v:50s} | {row['oa']:.3f} |   {row['iou_water']:.3f}   | {row['miou']:.3f} | "
+                      f"{row['agreement_with_single_pass']:.4f}")
+        results = {"split": a.split, "protocol": a.protocol, "seed": a.seed, "train_args": a.train_args, "rows": rows}
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    print_table(rows, f"Sen1Floods11 {CHIP}, trained on the {a.split} half, protocol {a.protocol}")
+    results = {"split": a.split, "protocol": a.protocol, "seed": a.seed, "train_args": a.train_args, "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    print(f"\nresults: {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
