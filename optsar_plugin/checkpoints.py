@@ -395,6 +395,10 @@ def _build(build_model, p: Path, meta: CheckpointMetadata):
     """The network the metadata describes; configuration problems are :class:`CheckpointError` naming the file."""
     from .models import complete_config
 
+    files = sorted(k for k in meta.config if str(k).endswith("_path"))
+    if files:  # e.g. MOSFNet's pretrained_path: read when building, never part of a stored architecture
+        raise CheckpointError(f"Checkpoint '{p}': its model configuration names a file ({files[0]}); a checkpoint's "
+                              "configuration describes the architecture only.")
     try:
         return build_model(meta.model, **complete_config(meta.model, meta.config))
     except OptsarError as exc:

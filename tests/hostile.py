@@ -198,6 +198,9 @@ def _crafted_checkpoints(ck: Path, c: Path) -> None:
     with_meta("method_unknown.safetensors", lambda m: m["normalisation"]["optical"].update(method="minmax"))
     with_meta("channels_bomb.safetensors", lambda m: m["model"]["config"].update(channels=12000))
     with_meta("depth_bomb.safetensors", lambda m: m["model"]["config"].update(depth=300000))
+    with_meta("channels_1024.safetensors", lambda m: m["model"]["config"].update(channels=1024))  # within bounds
+    with_meta("depth_48.safetensors", lambda m: m["model"]["config"].update(depth=48))
+    with_meta("pretrained_path.safetensors", lambda m: m["model"]["config"].update(pretrained_path="/dev/zero"))
     with_meta("bogus_option.safetensors", lambda m: m["model"]["config"].update(bogus=1))
     with_meta("unknown_model.safetensors", lambda m: m["model"].update(name="resnet_lstm"))
     with_meta("newer_format.safetensors", lambda m: m.update(format_version=2))
