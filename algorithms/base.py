@@ -278,6 +278,14 @@ class ImageryInputs:
             return None
         return [int(b) for b in self.parameterAsInts(parameters, name, context)] or None
 
+    def check_imagery_bands(self, parameters, context) -> None:
+        """OPTICAL_BANDS and SAR_BANDS name bands their layers have (layers from an earlier model step are skipped)."""
+        for layer_param, bands_param in ((self.OPTICAL, self.OPTICAL_BANDS), (self.SAR, self.SAR_BANDS)):
+            layer = self.parameterAsRasterLayer(parameters, layer_param, context)
+            bands = self._bands(parameters, bands_param, context)
+            if layer is not None and bands:
+                check_band_numbers(bands, layer, bands_param)
+
     def imagery_inputs(self, parameters, context) -> dict:
         """File paths and 1-based band lists of the imagery, for the engine."""
         cloud = None

@@ -66,15 +66,17 @@ def open_layer(path: str, layer_name: Optional[str] = None, role: str = "referen
     return ds, layer
 
 
-def field_kind(layer, field_name: str) -> str:
-    """'integer', 'real' or 'string'; a missing field is an :class:`InputError` listing the fields."""
+def field_kind(layer, field_name: str, path: str = "") -> str:
+    """'integer', 'real' or 'string'; a missing field is an :class:`InputError` listing the fields (and naming the
+    file ``path`` when given)."""
     _, ogr, _ = ogr_modules()
     defn = layer.GetLayerDefn()
     idx = defn.GetFieldIndex(field_name)
     if idx < 0:
         names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+        of = f" of '{path}'" if path else ""
         raise InputError(
-            f"The reference layer '{layer.GetName()}' has no field '{field_name}'; its fields: "
+            f"The reference layer '{layer.GetName()}'{of} has no field '{field_name}'; its fields: "
             f"{', '.join(names) or '(none)'}."
         )
     ftype = defn.GetFieldDefn(idx).GetType()
@@ -88,7 +90,7 @@ def field_kind(layer, field_name: str) -> str:
 def read_class_values(path: str, layer_name: Optional[str], class_field: str) -> Tuple[str, List]:
     """The field kind ('integer', 'real', 'string') and the distinct non-null class values."""
     ds, layer = open_layer(path, layer_name)
-    kind = field_kind(layer, class_field)
+    kind = field_kind(layer, class_field, path)
     values = set()
     idx = layer.GetLayerDefn().GetFieldIndex(class_field)
     layer.ResetReading()
@@ -266,7 +268,7 @@ def read_reference(
     """
     gdal, ogr, _ = ogr_modules()
     ds, layer = open_layer(path, layer_name)
-    field_kind(layer, class_field)
+    field_kind(layer, class_field, path)
     field_index = layer.GetLayerDefn().GetFieldIndex(class_field)
     out = ReferenceData(path=str(path), layer=layer.GetName(), class_field=class_field)
     transform = _transform_to_raster(layer, raster_crs_wkt, out)

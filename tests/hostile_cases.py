@@ -323,6 +323,57 @@ SAMPLE = [
         CK_NAMED.format("deep_header") + r".*nested", "CHECKPOINT with deep JSON"),
 ]
 
+# -- train -------------------------------------------------------------------------------------------
+
+TRAIN = [
+    cli("train_output_is_reference", train(out="/{S}/reference_train.gpkg"), 2,
+        r"output checkpoint .*" + SAME.format("reference layer"), "OUTPUT = REFERENCE through // (overwrote it)"),
+    cli("train_output_is_labels", train("--labels", "{S}/truth.tif", out="{D}/link/truth.tif"), 2,
+        SAME.format("label raster"), "OUTPUT = LABELS through a symlinked folder"),
+    cli("train_output_is_sar_hard_link", train(out="{D}/hard_sar.tif"), 2, SAME.format("SAR raster"),
+        "OUTPUT = a hard link of the SAR raster"),
+    cli("train_output_is_init_checkpoint", train("--init-checkpoint", "{CK}", out="{S}/../tiny.safetensors"), 2,
+        SAME.format("initial checkpoint"), "OUTPUT = INIT_CHECKPOINT through .."),
+    cli("train_log_is_optical", train("--log", "{S}/./optical.tif"), 2, r"training log .*" + SAME.format("optical raster"),
+        "OUTPUT_LOG = OPTICAL"),
+    cli("train_curve_is_sar", train("--curve", "{D}/link/sar.tif"), 2, r"training curve .*" + SAME.format("SAR raster"),
+        "OUTPUT_CURVE = SAR through a symlinked folder"),
+    cli("train_curve_is_reference_wal", train("--curve", "{S}/reference_train.gpkg-wal"), 2, SIDE.format("reference layer"),
+        "OUTPUT_CURVE = the reference's SQLite write-ahead log"),
+    cli("train_log_is_curve", train("--log", "{O}/t.html", "--curve", "{O}/t.html"), 2, r"are the same file",
+        "OUTPUT_LOG = OUTPUT_CURVE"),
+    cli("train_output_in_read_only_folder", train(out="{RO}/m.safetensors"), 2, READ_ONLY, "OUTPUT in a read-only folder",
+        needs="readonly"),
+    cli("train_init_checkpoint_deep_json", train("--init-checkpoint", "{C}/deep_header.safetensors"), 2,
+        CK_NAMED.format("deep_header") + r".*nested", "INIT_CHECKPOINT with 100 000-deep JSON (read without the guard)"),
+    cli("train_init_checkpoint_text", train("--init-checkpoint", "{C}/text.tif"), 2, CK_NAMED.format(r"text\.tif"),
+        "INIT_CHECKPOINT is a text file"),
+    cli("train_init_checkpoint_pickle", train("--init-checkpoint", "{C}/pickle.pt"), 2, r"pickle", "INIT_CHECKPOINT is a pickle"),
+    cli("train_init_checkpoint_bomb", train("--init-checkpoint", "{C}/channels_bomb.safetensors"), 2,
+        r"'channels' must be a whole number from 2 to 1024", "INIT_CHECKPOINT with channels=12000", max_seconds=15),
+    cli("train_init_checkpoint_too_large_for_its_weights", train("--init-checkpoint", "{C}/channels_1024.safetensors"), 2,
+        r"channels_1024.*larger", "INIT_CHECKPOINT configuration larger than its weights", max_seconds=15),
+    cli("train_model_options_depth_bomb", train("--model-options", '{{"depth": 300000}}'), 2,
+        r"'depth' must be a whole number from 0 to 48, got 300000",
+        "--model-options depth=300000 (ran out of memory after 79 s)", max_seconds=15),
+    cli("train_model_options_unknown", train("--model-options", '{{"blocks": 3}}'), 2, r"option\(s\) blocks",
+        "--model-options naming an option the network lacks"),
+    cli("train_labels_complex", train("--labels", "{C}/complex_map.tif"), 2, r"label raster .*complex_map.*complex",
+        "LABELS complex-valued"),
+    cli("train_labels_text", train("--labels", "{C}/text.tif"), 2, r"text\.tif", "LABELS is a text file"),
+    cli("train_reference_lines", train("--class-field", "cls", reference="{C}/lines.gpkg"), 2,
+        r"lines\.gpkg.*line feature", "REFERENCE of lines"),
+    cli("train_reference_field_missing", train(reference="{C}/lines.gpkg"), 2, r"lines\.gpkg' has no field 'class_name'",
+        "CLASS_FIELD missing from the reference"),
+    cli("train_reference_text", train(reference="{C}/text.gpkg"), 2, r"text\.gpkg", "REFERENCE is not a vector file"),
+    cli("train_optical_truncated", train(optical="{C}/truncated.tif"), 2, r"truncated\.tif.* cannot be read",
+        "OPTICAL truncated mid-read"),
+    cli("train_optical_complex", train(optical="{C}/complex_optical.tif"), 2, r"complex_optical.*complex",
+        "OPTICAL complex-valued"),
+    cli("train_tile_size_33", train("--tile-size", "33"), 2, r"TILE_SIZE 33", "--tile-size 33"),
+    cli("train_band_0", train("--optical-bands", "0,1"), 2, r"band 0 does not exist", "OPTICAL_BANDS with a 0"),
+]
+
 # -- batch and the sample scene ---------------------------------------------------------------------------
 
 BATCH = [
@@ -445,6 +496,12 @@ QGIS = [
     *qgis("sample_target_se_2", "optsar:stratifiedsample", {**QS, "TARGET_SE": 2}, r"TARGET_SE .*0\.0001 to 0\.5, got 2",
           "TARGET_SE 2"),
     *qgis("train_batch_size_0", "optsar:train", {**QT, "BATCH_SIZE": -1}, r"BATCH_SIZE .*got -1", "BATCH_SIZE -1"),
+    *qgis("train_init_checkpoint_deep_json", "optsar:train", {**QT, "INIT_CHECKPOINT": "{C}/deep_header.safetensors"},
+          r"deep_header.*nested", "INIT_CHECKPOINT with deep JSON, refused before the worker starts"),
+    *qgis("train_band_0", "optsar:train", {**QT, "SAR_BANDS": [0]}, r"SAR_BANDS: band 0 does not exist", "SAR_BANDS 0"),
+    Case("qgis_process_train_output_is_reference", "qgis_process",
+         alg("optsar:train", **{**QT, "OUTPUT_CHECKPOINT": "//{S}/reference_train.gpkg"}), 1,
+         SAME.format("reference layer"), "OUTPUT_CHECKPOINT = REFERENCE through // (overwrote the GeoPackage)"),
     *qgis("samplescene_size_10", "optsar:samplescene", {"SIZE": 10, "OUTPUT_FOLDER": "{O}/scene"},
           r"SIZE .* from 64 to 4096, got 10", "SIZE 10"),
     *qgis("classifybatch_workers_negative", "optsar:classifybatch",
@@ -461,6 +518,6 @@ QGIS = [
 ]
 
 CLI_CASES = (CLASSIFY_IDENTITY + CLASSIFY_RASTERS + CLASSIFY_CHECKPOINTS + CLASSIFY_OPTIONS + CLASSIFY_VALID_ODD
-             + ASSESS + SAMPLE + BATCH + SAMPLE_SCENE)
+             + ASSESS + SAMPLE + TRAIN + BATCH + SAMPLE_SCENE)
 ENGINE_CASES = CLI_CASES + WORKER
 ALL = ENGINE_CASES + QGIS
