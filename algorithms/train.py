@@ -282,6 +282,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             f"Best epoch {result['best_epoch']} of {len(result['history'])}: validation mIoU "
             f"{_fmt(best.get('val_miou'))}, OA {_fmt(best.get('val_oa'))}; {result['steps']} steps, "
             f"{result['seconds_per_epoch']} s per epoch on {result['device']}; stopped: {result['stop_reason']}."
+            + (f" Resumed at step {result['resumed_from_step']}." if result.get("resumed_from_step") is not None else "")
             + (" The best epoch so far was written; RESUME continues the run." if result["cancelled"] else "")
         )
         return {

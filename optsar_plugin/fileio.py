@@ -343,6 +343,11 @@ class OutputSet:
                     "differ from each other (a style or side-car file cannot be an output too)."
                 )
 
+    def check(self, path: PathLike, role: str) -> None:
+        """Refuse ``path`` as :meth:`add` would (an input, a companion of one, another output) without reserving it:
+        for a file the run writes by itself later (a resumable state)."""
+        self._refuse_collisions(os.path.abspath(os.fspath(path)), role, ())
+
     def temp(self, final: PathLike) -> str:
         """The temporary path reserved for ``final``."""
         final = os.path.abspath(os.fspath(final))

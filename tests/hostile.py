@@ -231,6 +231,7 @@ def _crafted_vectors(scene: Path, c: Path) -> None:
 
     line = f"LINESTRING({x0 + 100} {y0 - 100}, {x0 + 500} {y0 - 500})"
     write_vector(c / "lines.gpkg", [(line, 1), (line, 2)])
+    shutil.copy2(scene / "reference_train.gpkg", c / "ref.safetensors.resume.safetensors")  # a layer, oddly named
     write_vector(c / "ref_255.gpkg", [(box(0, 0, 20, 20), 255), (box(30, 30, 50, 50), 1), (box(60, 60, 80, 80), 2)])
     write_vector(c / "unknown_name.gpkg", [(box(0, 0, 20, 20), "rainforest")], field_type="str")
     write_vector(c / "far_away.gpkg", [(box(5000, 5000, 5010, 5010), 1)])

@@ -206,3 +206,37 @@ def test_a_full_disk_is_one_line_and_publishes_nothing(big, tmp_path, limit):
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert f"Cannot write the output raster in the folder '{tmp_path}'" in lines[0], lines
     assert "Traceback" not in proc.stderr and os.listdir(tmp_path) == []
+
+
+def test_training_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(hostile_data, tmp_path):
+    """SIGKILL in the middle of epoch 2: the checkpoint is not written, the state of epoch 1 is kept; --resume
+    continues from it to the very weights a run that was never interrupted writes, and says so."""
+    from optsar_plugin.checkpoints import read_metadata
+    from optsar_plugin.training.resume import SUFFIX
+
+    s = hostile_data["S"]
+
+    def cmd(output, *extra):
+        return [sys.executable, "-m", "optsar_plugin", "train", "--optical", f"{s}/optical.tif", "--sar", f"{s}/sar.tif",
+                "--reference", f"{s}/reference_train.gpkg", "--class-field", "class_name", "--model", "cloudlulc_net",
+                "--epochs", "3", "--steps-per-epoch", "2", "--tile-size", "64", "--batch-size", "2", "--device", "cpu",
+                "--seed", "3", "--output", str(output), *extra]
+
+    whole = subprocess.run(cmd(tmp_path / "whole.safetensors"), cwd=ROOT, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed" / "model.safetensors"
+    out.parent.mkdir()
+    state = Path(str(out) + SUFFIX)
+    proc = subprocess.Popen(cmd(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # progress lines: kill once epoch 2 has started
+        if state.exists() and "Epoch 2/3, step 1/2" in line:
+            break
+    proc.kill()
+    proc.wait()
+    assert state.exists() and not out.exists()
+    resumed = subprocess.run(cmd(out, "--resume"), cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming from" in resumed.stderr and "resumed at step 2." in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert read_metadata(out)["content_hash"] == read_metadata(tmp_path / "whole.safetensors")["content_hash"]
+    assert sorted(os.listdir(out.parent)) == ["model.safetensors"]  # state removed, the killed run's leftovers swept
