@@ -10,12 +10,16 @@ so ``qgis_process`` users see one line and a non-zero exit code.
 from __future__ import annotations
 
 import os
+import traceback
 from typing import Callable
 
 from qgis.core import (
+    Qgis,
+    QgsMessageLog,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBand,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
 )
@@ -97,15 +101,53 @@ class OptsarAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):
         return type(self)()
 
+    # -- early checks ----------------------------------------------------------------------------
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """Numbers outside their range are named with the range; then QGIS's checks and :meth:`check_parameters`.
+
+        Nothing may escape from here: in the desktop an exception raised while the dialog
+        checks its parameters takes QGIS down, so anything unforeseen is a one-line answer.
+        """
+        message = number_range_problem(self, parameters, context)
+        if message:
+            return False, message
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        from optsar_plugin.errors import OptsarError
+
+        try:
+            self.check_parameters(parameters, context)
+        except OptsarError as exc:
+            return False, str(exc)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            return False, f"The parameters could not be checked ({type(exc).__name__}: {one_line(exc)})."
+        return True, ""
+
+    def check_parameters(self, parameters, context) -> None:
+        """What a subclass can check before the run; raises :class:`~optsar_plugin.errors.OptsarError`."""
+
+    # -- running the engine ----------------------------------------------------------------------
+
     @staticmethod
     def run_engine(call: Callable, *args, **kwargs):
-        """Run a numpy/GDAL-only engine function in process; its user errors become ``QgsProcessingException``."""
+        """Run a numpy/GDAL-only engine function in process; its errors become one-line ``QgsProcessingException``.
+
+        An exception that is not an engine error is a bug: its traceback goes to QGIS's message log
+        (OptSAR Fusion tab), the user sees one line naming it.
+        """
         from optsar_plugin.errors import OptsarError
 
         try:
             return call(*args, **kwargs)
         except OptsarError as exc:
             raise QgsProcessingException(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback to the log
+            QgsMessageLog.logMessage(traceback.format_exc(), "OptSAR Fusion", Qgis.Critical)
+            raise QgsProcessingException(
+                f"Unexpected error in the engine ({type(exc).__name__}: {one_line(exc)}); the traceback is in the "
+                "log messages (OptSAR Fusion tab). Please report it.") from None
 
     @staticmethod
     def run_worker(function: str, kwargs: dict, feedback, outputs=(), temporary_inputs=()) -> dict:
@@ -135,6 +177,46 @@ class OptsarAlgorithm(QgsProcessingAlgorithm):
         return path, layer_name or None, temporary
 
 
+def one_line(exc, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _number_text(value: float, integer: bool) -> str:
+    return str(int(value)) if integer or float(value).is_integer() else f"{value:g}"
+
+
+def number_range_problem(algorithm, parameters, context) -> str:
+    """A message naming the first number parameter outside its range (or not a number) with the range, else ''.
+
+    QGIS itself only says "Incorrect parameter value for X".
+    """
+    for definition in algorithm.parameterDefinitions():
+        if not isinstance(definition, QgsProcessingParameterNumber):
+            continue
+        name = definition.name()
+        value = parameters.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        integer = definition.dataType() == QgsProcessingParameterNumber.Type.Integer
+        lo, hi = definition.minimum(), definition.maximum()
+        bounds = [b for b in (lo, hi) if b is not None and abs(b) < 1e300]
+        allowed = (f"from {_number_text(lo, integer)} to {_number_text(hi, integer)}" if len(bounds) == 2 else
+                   f"at least {_number_text(lo, integer)}" if lo is not None and abs(lo) < 1e300 else
+                   f"at most {_number_text(hi, integer)}" if hi is not None and abs(hi) < 1e300 else "a number")
+        kind = "a whole number" if integer else "a number"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            if not isinstance(value, (str, int, float)):
+                continue  # an expression or a model input: QGIS evaluates it
+            return f"{name} (\"{definition.description()}\") must be {kind} {allowed}, got {str(value)[:40]!r}."
+        if (integer and not number.is_integer()) or (lo is not None and number < lo) or (
+                hi is not None and number > hi) or number != number:
+            return f"{name} (\"{definition.description()}\") must be {kind} {allowed}, got {_number_text(number, False)}."
+    return ""
+
+
 def remove_with_sidecars(path) -> None:
     if not path:
         return
@@ -155,6 +237,19 @@ def raster_path(layer, name: str) -> str:
             "save it as a GeoTIFF first."
         )
     return layer.source().split("|")[0]
+
+
+def check_band_numbers(bands, layer, parameter: str) -> None:
+    """Every band number names a band of ``layer`` (1-based), else an ``InputError`` naming the parameter."""
+    from optsar_plugin.errors import InputError
+
+    count = layer.bandCount()
+    for b in bands:
+        if not 1 <= int(b) <= count:
+            raise InputError(f"{parameter}: band {int(b)} does not exist in '{layer.name()}', which has {count} "
+                             f"band(s) numbered from 1 to {count}.")
+    if len(set(bands)) != len(bands):
+        raise InputError(f"{parameter} names a band twice ({', '.join(map(str, bands))}).")
 
 
 class ImageryInputs:
@@ -182,6 +277,14 @@ class ImageryInputs:
         if not parameters.get(name):
             return None
         return [int(b) for b in self.parameterAsInts(parameters, name, context)] or None
+
+    def check_imagery_bands(self, parameters, context) -> None:
+        """OPTICAL_BANDS and SAR_BANDS name bands their layers have (layers from an earlier model step are skipped)."""
+        for layer_param, bands_param in ((self.OPTICAL, self.OPTICAL_BANDS), (self.SAR, self.SAR_BANDS)):
+            layer = self.parameterAsRasterLayer(parameters, layer_param, context)
+            bands = self._bands(parameters, bands_param, context)
+            if layer is not None and bands:
+                check_band_numbers(bands, layer, bands_param)
 
     def imagery_inputs(self, parameters, context) -> dict:
         """File paths and 1-based band lists of the imagery, for the engine."""

@@ -24,7 +24,7 @@ from qgis.core import (
 
 from optsar_plugin.options import DEFAULT_BATCH, DEFAULT_TILE, DEVICES, MODELS, PRECISIONS, TTA_MODES  # torch-free
 
-from .base import ImageryInputs, OptsarAlgorithm
+from .base import ImageryInputs, OptsarAlgorithm, check_band_numbers
 
 PARAMETER_LABELS = {"model": "MODEL", "optical_bands": "OPTICAL_BANDS", "sar_bands": "SAR_BANDS"}
 
@@ -181,19 +181,7 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
             return None
         return self.parameterAsInt(parameters, self.OVERLAP, context)
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            return ok, message
-        from optsar_plugin.errors import OptsarError
-
-        try:
-            self._check_fit(parameters, context)
-        except OptsarError as exc:
-            return False, str(exc)
-        return True, ""
-
-    def _check_fit(self, parameters, context):
+    def check_parameters(self, parameters, context):
         """The engine's own validator (torch-free): tiling, then the checkpoint against MODEL and the bands."""
         from optsar_plugin.checkpoints import load_metadata
         from optsar_plugin.errors import InputError
@@ -221,6 +209,7 @@ class ClassifyAlgorithm(ImageryInputs, OptsarAlgorithm):
         if layer is None:
             return None  # the engine checks it when it runs
         chosen = self._bands(parameters, bands_param, context) or list(range(1, layer.bandCount() + 1))
+        check_band_numbers(chosen, layer, bands_param)
         return BandChoice.of(chosen, source=layer.name())
 
     # -- run ---------------------------------------------------------------------------------

@@ -207,20 +207,29 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         fields = self.parameterAsFields(parameters, name, context) if parameters.get(name) else []
         return fields[0] if fields else None
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            return ok, message
+    def check_parameters(self, parameters, context):
+        """Inputs given once, the class field, the tile, the bands and the initial checkpoint (read through the
+        engine's bounded, schema-checked reader) - before the worker starts."""
+        from optsar_plugin.errors import InputError
+
         has_ref = bool(parameters.get(self.REFERENCE))
         has_labels = bool(parameters.get(self.LABELS))
         if has_ref == has_labels:
-            return False, "Give either reference polygons (REFERENCE with CLASS_FIELD) or a label raster (LABELS), not both."
+            raise InputError("Give either reference polygons (REFERENCE with CLASS_FIELD) or a label raster (LABELS), "
+                             "not both.")
         if has_ref and not self._field(parameters, self.CLASS_FIELD, context):
-            return False, "Choose the reference field that holds the classes (CLASS_FIELD)."
+            raise InputError("Choose the reference field that holds the classes (CLASS_FIELD).")
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         if tile and (tile % 32 or tile < 64):
-            return False, f"Tile size {tile} is not allowed: the networks need a multiple of 32 pixels (e.g. 128 or 256)."
-        return True, ""
+            raise InputError(f"Tile size {tile} is not allowed: the networks need a multiple of 32 pixels (e.g. 128 or "
+                             "256).")
+        self.check_imagery_bands(parameters, context)
+        init = self.parameterAsFile(parameters, self.INIT_CHECKPOINT, context) if parameters.get(
+            self.INIT_CHECKPOINT) else None
+        if init:
+            from optsar_plugin.checkpoints import load_metadata
+
+            load_metadata(init)
 
     # -- run -----------------------------------------------------------------------------------
 
@@ -273,6 +282,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             f"Best epoch {result['best_epoch']} of {len(result['history'])}: validation mIoU "
             f"{_fmt(best.get('val_miou'))}, OA {_fmt(best.get('val_oa'))}; {result['steps']} steps, "
             f"{result['seconds_per_epoch']} s per epoch on {result['device']}; stopped: {result['stop_reason']}."
+            + (f" Resumed at step {result['resumed_from_step']}." if result.get("resumed_from_step") is not None else "")
             + (" The best epoch so far was written; RESUME continues the run." if result["cancelled"] else "")
         )
         return {

@@ -104,7 +104,9 @@ def worker_env(python: str) -> Dict[str, str]:
 
 class OutputGuard:
     """Remembers the output folders before a run; :meth:`clean` removes what a failed run left there:
-    outputs that did not exist before, their sidecars, and hidden temporary files named after them."""
+    outputs that did not exist before and their sidecars, and the temporary files of processes that no
+    longer run (:func:`optsar_plugin.fileio.sweep_leftovers`: those of another run writing into the same
+    folder at the same time are left alone)."""
 
     def __init__(self, outputs: Iterable[Optional[str]]):
         self.outputs = [os.path.abspath(p) for p in outputs if p]
@@ -119,9 +121,7 @@ class OutputGuard:
             folder, name = os.path.split(out)
             stem = os.path.splitext(name)[0]
             for entry in set(_listdir(folder)) - self.before.get(folder, set()):
-                new_output = not self.existed[out] and entry in (name, name + ".aux.xml", stem + ".qml")
-                temp = entry.startswith(f".{stem}.") and ".tmp" in entry
-                if new_output or temp:
+                if not self.existed[out] and entry in (name, name + ".aux.xml", stem + ".qml"):
                     try:
                         os.remove(os.path.join(folder, entry))
                         removed.append(entry)

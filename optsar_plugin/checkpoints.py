@@ -32,6 +32,16 @@ raw little-endian bytes - exactly the bytes stored in the file, so the hash
 can be recomputed from the file without torch.  It guards against corrupted
 or swapped weights, not against a deliberate forgery (anyone can rewrite it).
 
+The model configuration (``model.config`` in the metadata) is *not* covered by the content
+hash: the hash is a checksum of the weights, not a signature (whoever can edit the
+configuration can recompute any hash), and the configuration is what rebuilds the network.
+It is checked instead, before anything is allocated: :func:`load_model` builds the network
+on PyTorch's ``meta`` device (shapes only, no memory, no weight initialisation), stops as
+soon as it would hold more tensors or values than the file stores (``channels=12000`` or
+``depth=300000`` is refused in well under a second instead of asking for gigabytes), and
+requires the network's tensors to be exactly the file's (names and shapes).  Only then
+are the weights read and the network built for real.
+
 Weights are always saved from CPU copies, so a checkpoint saved from a CUDA
 model loads on a machine without a GPU.
 """
@@ -41,7 +51,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
+import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -359,19 +371,14 @@ def load_model(path: PathLike, device="cpu"):
     from .deps import require
 
     require("torch", "loading a checkpoint")
-    from .models import build_model, complete_config
+    from .models import build_model
 
     p = Path(path)
-    meta = load_metadata(p)
+    header, meta, _ = _read_header(p)
     _check_known_model(meta.model, p)
+    check_architecture(p, meta, header)  # on the meta device: nothing allocated yet
     tensors = _read_tensors(p, meta)
-    try:
-        model = build_model(meta.model, **complete_config(meta.model, meta.config))
-    except OptsarError as exc:
-        raise CheckpointError(f"Checkpoint '{p}': cannot rebuild model '{meta.model}': {exc}") from None
-    except TypeError as exc:
-        raise CheckpointError(
-            f"Checkpoint '{p}': its configuration does not fit model '{meta.model}': {exc}") from None
+    model = _build(build_model, p, meta)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -382,6 +389,105 @@ def load_model(path: PathLike, device="cpu"):
     model.to(_torch_device(device))
     model.eval()
     return model, meta
+
+
+def _build(build_model, p: Path, meta: CheckpointMetadata):
+    """The network the metadata describes; configuration problems are :class:`CheckpointError` naming the file."""
+    from .models import complete_config
+
+    files = sorted(k for k in meta.config if str(k).endswith("_path"))
+    if files:  # e.g. MOSFNet's pretrained_path: read when building, never part of a stored architecture
+        raise CheckpointError(f"Checkpoint '{p}': its model configuration names a file ({files[0]}); a checkpoint's "
+                              "configuration describes the architecture only.")
+    try:
+        return build_model(meta.model, **complete_config(meta.model, meta.config))
+    except OptsarError as exc:
+        raise CheckpointError(f"Checkpoint '{p}': cannot rebuild model '{meta.model}': {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"Checkpoint '{p}': its configuration does not fit model '{meta.model}': "
+                              f"{' '.join(str(exc).split())[:200]}") from None
+
+
+class _TooLarge(Exception):
+    """Raised inside a network's constructor by :class:`_SizeLimit`."""
+
+
+class _SizeLimit:
+    """While a network is built in this thread: stop as soon as it holds more tensors or values than ``tensors`` and
+    ``values`` (a PyTorch parameter-registration hook, removed on exit)."""
+
+    def __init__(self, tensors: int, values: int):
+        self.max_tensors, self.max_values = tensors, values
+        self.tensors = self.values = 0
+
+    def _hook(self, module, name, param):
+        if param is None or threading.get_ident() != self._thread:
+            return None
+        self.tensors += 1
+        self.values += param.numel()
+        if self.tensors > self.max_tensors or self.values > self.max_values:
+            raise _TooLarge()
+        return None
+
+    def __enter__(self):
+        from torch.nn.modules.module import register_module_parameter_registration_hook
+
+        self._thread = threading.get_ident()
+        self._handle = register_module_parameter_registration_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def check_architecture(path: PathLike, meta: CheckpointMetadata, header: Dict) -> None:
+    """The configuration rebuilds exactly the stored tensors: checked on the meta device, before any allocation.
+
+    ``header``: the file's tensor entries (``_read_header``).  A configuration asking for a
+    larger network than the file holds stops the build at the first tensor too many (a
+    memory or time bomb in edited metadata; constructors may make and drop a few tensors, so the limit is twice
+    the file's count and values plus a margin); then every tensor's name and shape must match.  A network whose
+    constructor cannot run on the meta device is built on the CPU under the same limit.
+    """
+    import torch
+
+    from .models import build_model
+
+    p = Path(path)
+    shapes = {name: tuple(int(d) for d in entry["shape"]) for name, entry in header.items()}
+    values = sum(math.prod(shape) for shape in shapes.values())
+    limit = (2 * len(shapes) + 256, 2 * values + (1 << 22))  # constructors may make and drop a few tensors
+    try:
+        try:
+            with _SizeLimit(*limit), torch.device("meta"):
+                net = _build(build_model, p, meta)
+        except NotImplementedError:  # a constructor that reads a tensor's values: on the CPU, within the same limit
+            with _SizeLimit(*limit):
+                net = _build(build_model, p, meta)
+    except _TooLarge:
+        raise CheckpointError(
+            f"Checkpoint '{p}': its model configuration ({_config_text(meta.config)}) describes a larger "
+            f"{meta.model} network than the {len(shapes)} tensors ({values} values) the file holds; "
+            "the metadata was edited or belongs to other weights."
+        ) from None
+    built = {name: tuple(t.shape) for name, t in net.state_dict().items()}
+    missing, unexpected = sorted(set(built) - set(shapes)), sorted(set(shapes) - set(built))
+    wrong = [n for n in sorted(set(built) & set(shapes)) if built[n] != shapes[n]]
+    if missing or unexpected or wrong:
+        detail = "; ".join(x for x in (
+            f"{len(missing)} tensor(s) missing from the file (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})" if unexpected else "",
+            f"{len(wrong)} of another shape (e.g. {wrong[0]}: {list(shapes[wrong[0]])} in the file, "
+            f"{list(built[wrong[0]])} for this configuration)" if wrong else "") if x)
+        raise CheckpointError(
+            f"Checkpoint '{p}': the weights do not match the {meta.model} architecture its configuration describes "
+            f"in this version ({detail})."
+        )
+
+
+def _config_text(config) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in config.items() if k not in ("optical_bands", "sar_bands", "num_classes"))
+    return text[:160] + ("..." if len(text) > 160 else "")
 
 
 def _check_known_model(name: str, path: Path) -> None:

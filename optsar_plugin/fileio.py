@@ -19,14 +19,17 @@ every temporary file and side-car.  :meth:`OutputSet.add` checks, before any wor
   test that sees read-only mounts and quotas), the path is not a folder;
 * the output is not the same file as an input (same device and inode when both exist,
   else the same resolved real path: ``//x``, ``a/../x``, symlinked folders and hard
-  links are all recognised), nor the same file as another output or as one of its
-  side-cars (``OUTPUT=x.qml`` next to the style file ``x.qml`` of ``x.tif``).
+  links are all recognised), nor one of the files GDAL, SQLite or QGIS read together
+  with an input (:func:`companions`: ``optical.tif.aux.xml``, ``optical.qml``,
+  ``ref.gpkg-wal``, ``ref.dbf`` of ``ref.shp``...), nor the same file as another output
+  or as one of its side-cars (``OUTPUT=x.qml`` next to the style file ``x.qml`` of ``x.tif``).
 
 Temporary names are hidden and recognisable:
-``.<name>.optsar-<host>-<pid>-<random>.tmp<suffix>`` (GDAL side-cars append to it).
-A run killed with SIGKILL cannot clean up; the next :class:`OutputSet` that writes
-into the same folder removes such leftovers of processes of this host that no longer
-run (:func:`sweep_leftovers`).  :func:`terminate_on_sigterm` (installed by the CLI and
+``.<name>.optsar-<host>-<pid>-<start>-<random>.tmp<suffix>`` (GDAL side-cars append to
+it; ``<start>`` is the process's start time, so a recycled process id is not mistaken
+for the writer).  A run killed with SIGKILL cannot clean up; the next
+:class:`OutputSet` that writes into the same folder removes such leftovers of
+processes of this host that no longer run (:func:`sweep_leftovers`).  :func:`terminate_on_sigterm` (installed by the CLI and
 the engine worker, never by library code) turns SIGTERM into an exception so that
 the ``with`` blocks clean up.
 
@@ -37,23 +40,34 @@ Single files: :func:`atomic_write_text` / :func:`atomic_write_bytes`.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import signal
 import socket
+import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .errors import InputError, Terminated
+from .errors import InputError, OptsarError, Terminated
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 _HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
-_LEFTOVER = re.compile(r"^\..*\.optsar-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]*\.tmp")
-_MAX_NAME = 120  # characters of the final name kept in a temporary name (NAME_MAX is 255 bytes)
+# "-<start>" is absent from the names of version 0.1 (pid only); mkstemp's random part has no "-" or ".".
+_LEFTOVER = re.compile(r"^\..*\.optsar-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?:(?P<start>\d+)-)?[^.-]*\.tmp")
+_MAX_NAME = 120  # bytes of the final name kept in a temporary name (NAME_MAX is 255 bytes)
+
+# Files read together with a dataset: writing one of them changes or corrupts the dataset although its
+# own file is untouched.  Appended to the file name: GDAL's PAM side-car, external overviews and masks,
+# SQLite's (GeoPackage) write-ahead log and journal.  In place of the extension: QGIS's style, world
+# files, the ESRI .aux and .prj, a shapefile's other parts and its spatial indexes.
+COMPANION_SUFFIXES = (".aux.xml", ".ovr", ".msk", "-wal", "-shm", "-journal")
+COMPANION_EXTENSIONS = (".qml", ".aux", ".tfw", ".tifw", ".wld", ".prj", ".shx", ".dbf", ".cpg", ".qix", ".sbn",
+                        ".sbx")
 
 
 # -- single files ------------------------------------------------------------------------------
@@ -80,7 +94,8 @@ def temp_path(final: PathLike, create: bool = True) -> str:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{final.name[:_MAX_NAME]}.optsar-{_HOST}-{os.getpid()}-"
+    short = final.name.encode("utf-8", "surrogateescape")[:_MAX_NAME].decode("utf-8", "ignore")  # NAME_MAX counts bytes
+    prefix = f".{short}.optsar-{_HOST}-{os.getpid()}-{_start_time(os.getpid()) or 0}-"
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + final.suffix, dir=str(final.parent))
     os.close(fd)
     if not create:
@@ -135,6 +150,32 @@ def same_file(a: PathLike, b: PathLike) -> bool:
         return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
+def companions(path: PathLike) -> List[str]:
+    """The files GDAL, SQLite (GeoPackage) or QGIS read together with the dataset ``path`` (existing or not).
+
+    Named after the path as given and after its real path (a symlink's target has its own
+    side-cars); see :data:`COMPANION_SUFFIXES` and :data:`COMPANION_EXTENSIONS`.
+    """
+    out = []
+    for p in dict.fromkeys((os.path.abspath(plain_path(path)), os.path.realpath(plain_path(path)))):
+        stem = os.path.splitext(p)[0]
+        out += [p + s for s in COMPANION_SUFFIXES] + [stem + e for e in COMPANION_EXTENSIONS if stem + e != p]
+    return out
+
+
+def refuse_special_file(path: PathLike, role: str) -> None:
+    """A path that names a pipe, a socket or a device is an :class:`InputError`: opening a FIFO waits forever,
+    a device never ends.  Regular files and folders (some GDAL/OGR datasets are folders) pass; so do missing
+    paths and GDAL's virtual paths (the reader says what is wrong with those)."""
+    try:
+        mode = os.stat(plain_path(path)).st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"The {role} '{plain_path(path)}' is not a regular file (a pipe, socket or device); "
+                         "give a file.")
+
+
 def check_writable(path: PathLike, role: str = "output") -> str:
     """Absolute path of ``path`` after checking that its folder exists and that a file can be created there."""
     path = os.path.abspath(os.fspath(path))
@@ -157,14 +198,34 @@ def check_writable(path: PathLike, role: str = "output") -> str:
 # -- leftovers of killed runs ------------------------------------------------------------------
 
 
-def _running(pid: int) -> bool:
+def _proc_stat(pid: int) -> Tuple[str, Optional[int]]:
+    """(state letter, start time in clock ticks since boot) of process ``pid`` from Linux's ``/proc``; ("", None)
+    where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        fields = stat[stat.rindex(b")") + 2:].split()  # the name in (...) may hold spaces
+        return fields[0].decode("ascii", "replace"), int(fields[19])  # fields 3 and 22 of proc(5)
+    except (OSError, ValueError, IndexError):
+        return "", None
+
+
+def _start_time(pid: int) -> Optional[int]:
+    return _proc_stat(pid)[1]
+
+
+def _running(pid: int, start: Optional[int] = None) -> bool:
+    """Whether process ``pid`` runs (a zombie does not) - the one that started at ``start`` when that is known."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    state, now = _proc_stat(pid)
+    if state in ("Z", "X"):  # killed, not yet reaped (a container's init may never reap it)
+        return False
+    return not (start and now is not None and now != start)  # another start time: the id was recycled
 
 
 def sweep_leftovers(folder: PathLike, killed: Iterable[int] = ()) -> List[str]:
@@ -172,8 +233,8 @@ def sweep_leftovers(folder: PathLike, killed: Iterable[int] = ()) -> List[str]:
 
     Only names of the form written by :func:`temp_path` whose process no longer runs
     are removed (files of running processes, of this process and of other hosts sharing
-    the folder are left alone).  ``killed``: process ids the caller has just killed (they
-    may still exist as zombies, which look alive).  Returns the removed paths.
+    the folder are left alone; a zombie or a recycled process id counts as gone).
+    ``killed``: process ids the caller has just killed.  Returns the removed paths.
     """
     killed = set(killed)
     removed = []
@@ -184,7 +245,8 @@ def sweep_leftovers(folder: PathLike, killed: Iterable[int] = ()) -> List[str]:
     for name in names:
         m = _LEFTOVER.match(name)
         pid = int(m["pid"]) if m else 0
-        if not m or m["host"] != _HOST or pid == os.getpid() or (pid not in killed and _running(pid)):
+        if not m or m["host"] != _HOST or pid == os.getpid() or (
+                pid not in killed and _running(pid, int(m["start"] or 0))):
             continue
         path = os.path.join(folder, name)
         if os.path.isfile(path) and not os.path.islink(path):
@@ -207,25 +269,31 @@ class _Entry:
 class OutputSet:
     """The outputs of one run: reserved beside their finals, published together, discarded on error.
 
-    ``inputs``: paths (or layer URIs) no output may replace; ``feedback``: where a
-    notice goes when a side-car file (a style) replaces a file the run did not make.
-    See the module docstring for the checks and the naming of temporary files.
+    ``inputs``: paths (or layer URIs) no output may replace, each a path, ``(path, role)``
+    or ``(path, role, dataset)`` (see :meth:`add_input`); ``feedback``: where a notice goes
+    when a side-car file (a style) replaces a file the run did not make.  See the module
+    docstring for the checks and the naming of temporary files.
     """
 
     def __init__(self, inputs: Iterable = (), feedback=None):
         self.inputs: List[tuple] = []
-        for item in inputs:  # a path, or (path, role); empty ones are skipped
-            path, role = item if isinstance(item, tuple) else (item, "input")
-            self.add_input(path, role)
+        for item in inputs:  # empty paths are skipped
+            self.add_input(*(item if isinstance(item, tuple) else (item,)))
         self.feedback = feedback
         self.entries: List[_Entry] = []
         self._swept = set()
         self.published = False
 
-    def add_input(self, path: Optional[PathLike], role: str = "input") -> None:
-        """Protect one more input (named by ``role`` in messages)."""
+    def add_input(self, path: Optional[PathLike], role: str = "input", dataset: bool = True) -> None:
+        """Protect one more input (named by ``role`` in messages).
+
+        ``dataset``: a raster or vector that GDAL, OGR or QGIS read with its :func:`companions`
+        (side-cars, styles, a shapefile's parts), which are protected too; False for plain
+        files such as checkpoints (a map may be named after its model: ``forest.tif`` and
+        its style ``forest.qml`` beside ``forest.safetensors``).
+        """
         if path:
-            self.inputs.append((plain_path(path), role))
+            self.inputs.append((plain_path(path), role, bool(dataset)))
 
     def add(self, final: PathLike, role: str, *, sidecars: Sequence[str] = (), create: bool = True,
             primary: Optional[PathLike] = None, make_folder: bool = False) -> str:
@@ -255,11 +323,18 @@ class OutputSet:
 
     def _refuse_collisions(self, final: str, role: str, sidecars: Sequence[str]) -> None:
         mine = [final] + [final + s for s in sidecars]
-        for path, input_role in self.inputs:
+        for path, input_role, dataset in self.inputs:
             if any(same_file(p, path) for p in mine):
                 raise InputError(
                     f"The {role} '{final}' is the same file as the {input_role} '{path}': the outputs must differ "
                     "from the inputs, which are never overwritten."
+                )
+            hit = dataset and next((p for p in mine for c in companions(path) if same_file(p, c)), None)
+            if hit:
+                raise InputError(
+                    f"The {role} '{final}' would replace '{hit}', which GDAL or QGIS read together with the "
+                    f"{input_role} '{path}' (a side-car, style or part of it): choose another name; inputs and "
+                    "their side-cars are never overwritten."
                 )
         for other in self.entries:
             if any(same_file(p, q) for p in mine for q in other.claims()):
@@ -267,6 +342,11 @@ class OutputSet:
                     f"The {role} '{final}' and the {other.role} '{other.final}' are the same file: the outputs must "
                     "differ from each other (a style or side-car file cannot be an output too)."
                 )
+
+    def check(self, path: PathLike, role: str) -> None:
+        """Refuse ``path`` as :meth:`add` would (an input, a companion of one, another output) without reserving it:
+        for a file the run writes by itself later (a resumable state)."""
+        self._refuse_collisions(os.path.abspath(os.fspath(path)), role, ())
 
     def temp(self, final: PathLike) -> str:
         """The temporary path reserved for ``final``."""
@@ -312,8 +392,29 @@ class OutputSet:
     def __enter__(self) -> OutputSet:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.discard()
+        reason = write_failure_reason(exc)
+        if reason and not isinstance(exc, OptsarError):
+            folders = ", ".join(sorted({f"'{os.path.dirname(e.final)}'" for e in self.entries})) or "the output folder"
+            raise InputError(f"Cannot write the outputs in {folders}: {reason}. Nothing was written.") from None
+
+
+# errno values that mean "this file system will not take the output" (not a problem of an input)
+WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file is too large for this file system or limit",
+                errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only"}
+
+
+def write_failure_reason(exc: Optional[BaseException]) -> Optional[str]:
+    """Why writing failed, when ``exc`` is a full disk, a quota, a file-size limit or a read-only file system."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return f"{exc.strerror or WRITE_ERRNOS[exc.errno]} ({WRITE_ERRNOS[exc.errno]})"
+    text = str(exc or "")
+    for errno_value, words in ((errno.ENOSPC, "No space left"), (errno.EFBIG, "File too large"),
+                               (errno.EDQUOT, "Disk quota"), (errno.EROFS, "Read-only file system")):
+        if words in text:  # GDAL and OGR name the C library's error in their messages
+            return f"{words} ({WRITE_ERRNOS[errno_value]})"
+    return None
 
 
 # -- SIGTERM -----------------------------------------------------------------------------------

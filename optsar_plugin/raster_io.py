@@ -24,7 +24,8 @@ Validity conventions (the engine relies on them):
   written.  Parts of a window outside the *requested extent* but inside the
   raster are real data (context for the model).
 
-No QGIS, no torch: this module imports rasterio and numpy only.
+No QGIS, no torch: this module imports rasterio and numpy (and GDAL's Python bindings, where present, to
+hear of write failures GDAL only reports to its error handler: :func:`gdal_failures`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import InputError
-from .fileio import check_writable  # noqa: F401  (kept here for callers; it lives in fileio)
+from .fileio import (
+    check_writable,  # noqa: F401  (kept here for callers; it lives in fileio)
+    refuse_special_file,
+)
 
 # Roles used in messages.
 OPTICAL = "optical raster"
@@ -66,14 +70,57 @@ def open_raster(path, role: str):
         raise InputError(f"No {role} was given.")
     if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
         raise InputError(f"The {role} '{path}' does not exist.")
+    refuse_special_file(path, role)
     try:
-        ds = rasterio.open(path)
+        with gdal_failures():  # the exception says it; GDAL's echo of it would be another line
+            ds = rasterio.open(path)
     except (rasterio.errors.RasterioError, OSError) as exc:  # Debian's RasterioIOError is an OSError
         raise InputError(f"The {role} '{path}' cannot be opened as a raster: {exc}") from None
     if ds.count < 1:
         ds.close()
         raise InputError(f"The {role} '{path}' has no band.")
+    complex_bands = [i + 1 for i, t in enumerate(ds.dtypes) if str(t).startswith("complex")]
+    if complex_bands:
+        kind = ds.dtypes[complex_bands[0] - 1]
+        ds.close()
+        hint = " (calibrated backscatter intensity or amplitude, not a complex SLC image)" if role == SAR else ""
+        raise InputError(f"The {role} '{path}' holds complex numbers ({kind}, band(s) {_numbers(complex_bands)}); "
+                         f"give real values{hint}.")
     return ds
+
+
+def _numbers(values: Sequence[int], limit: int = 8) -> str:
+    head = ", ".join(str(v) for v in values[:limit])
+    return head + (f" ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def dataset_path(ds) -> str:
+    """The file behind a dataset, also through a WarpedVRT (whose ``name`` is ``WarpedVRT(path)``)."""
+    src = getattr(ds, "src_dataset", None)
+    return str(src.name if src is not None else ds.name)
+
+
+def read(ds, indexes, window=None, masks: bool = False, **kwargs) -> np.ndarray:
+    """``ds.read`` (or ``ds.read_masks``) where GDAL's read errors become one line naming the file.
+
+    A raster whose header is fine may still fail half-way: a truncated or partly copied file,
+    a corrupted block.  rasterio raises ``RasterioIOError``, which Debian's rasterio 1.3 derives
+    from ``OSError`` (not ``RasterioError``); both are turned into an :class:`InputError`.
+    """
+    rasterio = _rasterio()
+    try:
+        with gdal_failures():  # GDAL's own echo of the failure ("ERROR 1: ...") would add lines to the one
+            return ds.read_masks(indexes, window=window) if masks else ds.read(indexes, window=window, **kwargs)
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        where = ""
+        if window is not None:
+            r0, c0 = int(window.row_off), int(window.col_off)
+            where = f" (rows {r0}-{r0 + int(window.height)}, columns {c0}-{c0 + int(window.width)})"
+        detail = " ".join(str(exc).split())[:300].rstrip(".")
+        raise InputError(
+            f"The raster '{dataset_path(ds)}' cannot be read{where}: {detail}. Is the file complete (not truncated "
+            "or still being copied) and not corrupted?"
+        ) from None
 
 
 def crs_label(crs) -> str:
@@ -161,7 +208,7 @@ def region_for_extent(ds, extent: Optional[Sequence[float]] = None, extent_crs=N
     """
     if extent is None:
         return Region(0, 0, ds.height, ds.width)
-    rasterio = _rasterio()
+    _rasterio()
     from rasterio.warp import transform_bounds
     from rasterio.windows import from_bounds
 
@@ -172,7 +219,7 @@ def region_for_extent(ds, extent: Optional[Sequence[float]] = None, extent_crs=N
     if not (xmax > xmin and ymax > ymin):
         raise InputError(f"The extent {xmin}, {ymin} : {xmax}, {ymax} is empty (xmax <= xmin or ymax <= ymin).")
     if extent_crs is not None and ds.crs is not None:
-        src_crs = rasterio.crs.CRS.from_user_input(extent_crs)
+        src_crs = parse_crs(extent_crs, "extent CRS")
         if src_crs != ds.crs:
             xmin, ymin, xmax, ymax = transform_bounds(src_crs, ds.crs, xmin, ymin, xmax, ymax, densify_pts=21)
     if not ds.transform.is_rectilinear:
@@ -190,6 +237,72 @@ def region_for_extent(ds, extent: Optional[Sequence[float]] = None, extent_crs=N
             f"optical raster '{ds.name}' (extent {b.left:.6g}, {b.bottom:.6g} : {b.right:.6g}, {b.top:.6g})."
         )
     return Region(r0, c0, r1 - r0, c1 - c0)
+
+
+@contextmanager
+def gdal_failures() -> Iterator[List[str]]:
+    """The messages of the GDAL errors (failures and worse) reported in this thread while the block runs.
+
+    GDAL reports some failures only through its error handler: a GeoTIFF whose blocks could
+    not be written (a full disk, a file-size limit) is closed by rasterio 1.3 without an
+    exception, leaving a corrupt file.  Writers check the list (see
+    :func:`close_written`).  Where the GDAL Python bindings are absent (a pip-only engine)
+    the list stays empty.
+    """
+    try:
+        from osgeo import gdal
+    except ImportError:
+        yield []
+        return
+    errors: List[str] = []
+
+    def handler(err_class, err_no, message):
+        if err_class >= gdal.CE_Failure:
+            errors.append(" ".join(str(message).split()))
+
+    gdal.PushErrorHandler(handler)
+    try:
+        yield errors
+    finally:
+        gdal.PopErrorHandler()
+
+
+def write_failure(what: str, path: str, detail: str) -> InputError:
+    """The one-line error of an output that could not be written (a full disk, a quota, a size limit)."""
+    return InputError(f"Cannot write the {what} in the folder '{os.path.dirname(os.path.abspath(path))}': "
+                      f"{detail[:300].rstrip('.')}. Nothing was written (is the disk full?).")
+
+
+def write_checked(ds, array, window=None, what: str = "output raster") -> None:
+    """``ds.write`` where every failure - raised, or only reported to GDAL's error handler - is an :class:`InputError`."""
+    rasterio = _rasterio()
+    with gdal_failures() as errors:
+        try:
+            ds.write(array, window=window)
+        except (rasterio.errors.RasterioError, OSError) as exc:
+            errors.append(" ".join(str(exc).split()))
+    if errors:
+        raise write_failure(what, ds.name, errors[0])
+
+
+def close_written(ds, what: str = "output raster") -> None:
+    """Close a dataset open for writing; GDAL's failures while flushing it are an :class:`InputError`."""
+    with gdal_failures() as errors:
+        ds.close()
+    if errors:
+        raise write_failure(what, ds.name, errors[0])
+
+
+def parse_crs(value, what: str = "CRS"):
+    """A rasterio CRS from ``EPSG:32633``, a PROJ string, WKT or a CRS; an unknown one is an :class:`InputError`."""
+    rasterio = _rasterio()
+    with gdal_failures() as errors:  # PROJ's reason goes to GDAL's error handler, not into the exception
+        try:
+            return rasterio.crs.CRS.from_user_input(value)
+        except Exception as exc:  # CRSError, and whatever PROJ raises for malformed text
+            detail = " ".join((errors[-1] if errors else str(exc)).split())[:160]
+        raise InputError(f"The {what} {str(value)[:80]!r} is not a coordinate reference system GDAL/PROJ knows "
+                         f"({detail}); give e.g. EPSG:4326.") from None
 
 
 def area_unit(crs) -> str:
@@ -324,7 +437,7 @@ def read_window(ds, bands: Sequence[int], row: int, col: int, height: int, width
     if r1 <= r0 or c1 <= c0:
         raise ValueError(f"window ({row}, {col}, {height}, {width}) lies outside the raster {ds.name}")
     win = Window(c0, r0, c1 - c0, r1 - r0)
-    data = ds.read(list(bands), window=win, out_dtype="float32")
+    data = read(ds, list(bands), window=win, out_dtype="float32")
     nodata = ds.nodatavals
     for k, b in enumerate(bands):
         nd = nodata[b - 1]
@@ -332,7 +445,7 @@ def read_window(ds, bands: Sequence[int], row: int, col: int, height: int, width
             data[k][data[k] == np.float32(nd)] = np.nan
     external = [b for b in bands if _mask_is_external(ds, b)]
     if external:
-        masks = ds.read_masks(list(bands), window=win)
+        masks = read(ds, list(bands), window=win, masks=True)
         data[masks == 0] = np.nan
     pad = ((0, 0), (r0 - row, row + height - r1), (c0 - col, col + width - c1))
     if any(p for pair in pad[1:] for p in pair):
@@ -352,7 +465,7 @@ def sample_values(ds, bands: Sequence[int], region: Optional[Region] = None, max
     h, w = int(win.height), int(win.width)
     f = max(1.0, math.sqrt(h * w / float(max_pixels)))
     shape = (len(bands), max(1, int(h / f)), max(1, int(w / f)))
-    data = ds.read(list(bands), window=win, out_shape=shape, out_dtype="float32", masked=True)
+    data = read(ds, list(bands), window=win, out_shape=shape, out_dtype="float32", masked=True)
     out = np.asarray(data.filled(np.nan), np.float32)
     for k, b in enumerate(bands):
         nd = ds.nodatavals[b - 1]
@@ -407,7 +520,7 @@ def valid_mask(ds, band: int, values: np.ndarray, window=None) -> np.ndarray:
         if values.dtype.kind == "f" and np.isnan(nd):
             return valid
         return valid & (values != nd)
-    return valid & (ds.read_masks(band, window=window) > 0)
+    return valid & (read(ds, band, window=window, masks=True) > 0)
 
 
 def parse_ignore_values(ignore_values, parameter: str = "Ignore values") -> List[int]:

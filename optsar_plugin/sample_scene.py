@@ -461,7 +461,10 @@ def make_sample_scene(
         raise InputError(f"cloud_cover must be between 0 and 1, got {cloud_cover}.")
     blocks = max(2, int(blocks))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a read-only parent
+        raise InputError(f"Cannot create the sample scene's folder '{out}': {exc.strerror or exc}.") from None
     rng = np.random.default_rng(int(seed))
     n = size + 2 * PAD
     cls_full, obj_full = _landscape(rng, n)

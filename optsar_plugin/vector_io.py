@@ -16,7 +16,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .classes import NODATA
 from .errors import InputError
+from .fileio import refuse_special_file
 
 MAX_LISTED_IDS = 20
 
@@ -42,6 +44,7 @@ def ogr_modules():
 def open_layer(path: str, layer_name: Optional[str] = None, role: str = "reference layer"):
     """``(dataset, layer)``: the named layer (default the first) of a vector file; keep the dataset alive."""
     gdal, ogr, _ = ogr_modules()
+    refuse_special_file(path, role)
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
         ds = ogr.Open(str(path))
@@ -63,15 +66,17 @@ def open_layer(path: str, layer_name: Optional[str] = None, role: str = "referen
     return ds, layer
 
 
-def field_kind(layer, field_name: str) -> str:
-    """'integer', 'real' or 'string'; a missing field is an :class:`InputError` listing the fields."""
+def field_kind(layer, field_name: str, path: str = "") -> str:
+    """'integer', 'real' or 'string'; a missing field is an :class:`InputError` listing the fields (and naming the
+    file ``path`` when given)."""
     _, ogr, _ = ogr_modules()
     defn = layer.GetLayerDefn()
     idx = defn.GetFieldIndex(field_name)
     if idx < 0:
         names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+        of = f" of '{path}'" if path else ""
         raise InputError(
-            f"The reference layer '{layer.GetName()}' has no field '{field_name}'; its fields: "
+            f"The reference layer '{layer.GetName()}'{of} has no field '{field_name}'; its fields: "
             f"{', '.join(names) or '(none)'}."
         )
     ftype = defn.GetFieldDefn(idx).GetType()
@@ -85,7 +90,7 @@ def field_kind(layer, field_name: str) -> str:
 def read_class_values(path: str, layer_name: Optional[str], class_field: str) -> Tuple[str, List]:
     """The field kind ('integer', 'real', 'string') and the distinct non-null class values."""
     ds, layer = open_layer(path, layer_name)
-    kind = field_kind(layer, class_field)
+    kind = field_kind(layer, class_field, path)
     values = set()
     idx = layer.GetLayerDefn().GetFieldIndex(class_field)
     layer.ResetReading()
@@ -166,6 +171,7 @@ class ReferenceData:
     outside_ids: List[int] = field(default_factory=list)
     null_class_ids: List[int] = field(default_factory=list)
     empty_geometry_ids: List[int] = field(default_factory=list)
+    unlabelled_ids: List[int] = field(default_factory=list)  # class 255: the nodata / unlabelled value
 
     @property
     def codes(self) -> List[int]:
@@ -239,7 +245,7 @@ def _add_feature(out: ReferenceData, geom, flat, code: int, fid: int, bounds, po
         points.extend((x, y, code, fid) for x, y in inside)
         out.geometry_kinds.add("point")
     else:
-        out.geometry_kinds.add("line" if flat in (ogr.wkbLineString, ogr.wkbMultiLineString) else "polygon")
+        out.geometry_kinds.add("polygon")
         out.shapes_by_code.setdefault(code, []).append((geom, (minx, miny, maxx, maxy)))
     out.n_used += 1
 
@@ -255,16 +261,21 @@ def read_reference(
     """Read, reproject, repair and class-resolve the reference features.
 
     ``resolve(value) -> code`` maps a class field value to a class code (it raises
-    :class:`InputError` for an unknown name).  ``raster_bounds`` is ``(left, bottom,
+    :class:`InputError` for an unknown name); features of code 255 (nodata, unlabelled) are
+    skipped and listed (``unlabelled_ids``); line features are refused (reference data are
+    polygons or points).  ``raster_bounds`` is ``(left, bottom,
     right, top)`` in the raster CRS.
     """
     gdal, ogr, _ = ogr_modules()
     ds, layer = open_layer(path, layer_name)
-    field_kind(layer, class_field)
+    field_kind(layer, class_field, path)
     field_index = layer.GetLayerDefn().GetFieldIndex(class_field)
     out = ReferenceData(path=str(path), layer=layer.GetName(), class_field=class_field)
     transform = _transform_to_raster(layer, raster_crs_wkt, out)
     points: List[tuple] = []
+    lines: List[int] = []
+    line_types = (ogr.wkbLineString, ogr.wkbMultiLineString, ogr.wkbCircularString, ogr.wkbCompoundCurve,
+                  ogr.wkbMultiCurve)
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
         layer.ResetReading()
@@ -276,17 +287,28 @@ def read_reference(
                 out.null_class_ids.append(fid)
                 continue
             code = int(resolve(value))
+            if code == NODATA:  # 255 is never a class (as in label rasters and classifications)
+                out.unlabelled_ids.append(fid)
+                continue
             geom = feat.GetGeometryRef()
             if geom is None or geom.IsEmpty():
                 out.empty_geometry_ids.append(fid)
                 continue
             flat = ogr.GT_Flatten(geom.GetGeometryType())
+            if flat in line_types:
+                lines.append(fid)
+                continue
             geom = _usable_geometry(geom.Clone(), flat, transform, fid, out)
             if geom is not None:
                 _add_feature(out, geom, flat, code, fid, raster_bounds, points)
     finally:
         gdal.PopErrorHandler()
     del ds
+    if lines:
+        raise InputError(
+            f"The reference layer '{out.layer}' of '{path}' holds {len(lines)} line feature(s) (feature ids "
+            f"{list_ids(lines)}): reference data must be polygons or points. Buffer the lines into polygons first."
+        )
     if points:
         xs, ys, codes, fids = zip(*points)
         out.point_xy = np.column_stack([xs, ys]).astype(np.float64)

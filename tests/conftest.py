@@ -47,3 +47,13 @@ def realdata():
     if not REALDATA.is_dir():
         pytest.skip("../shared/realdata is absent (real Sentinel-1/2 samples are not part of the project)")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def hostile_data(tmp_path_factory):
+    """The hostile suite's data tree (``tests/hostile.py``), built once; its placeholder values."""
+    from tests.hostile import build_data, undo_read_only
+
+    values = build_data(tmp_path_factory.mktemp("hostile"))
+    yield values
+    undo_read_only(Path(values["RO"]))

@@ -476,3 +476,21 @@ def test_metadata_object_round_trips(tiny_ckpt):
     assert meta.classes.codes == [0, 1, 2, 4, 6] and meta.normalisation["sar"]["to_db"] is True
     assert ck.CheckpointMetadata.from_dict(meta.to_dict(), "x") == meta
     assert meta.to_dict() == ck.read_metadata(tiny_ckpt)
+
+
+def test_a_configuration_is_checked_against_the_stored_tensors_before_anything_is_allocated(tiny_ckpt, tmp_path):
+    """An edited configuration: a larger network than the file holds is stopped at once on the meta device (no
+    memory, no time); one of the same size but other shapes names the first tensor that differs."""
+    import time
+
+    bomb = _rewrite_metadata(tiny_ckpt, tmp_path / "bomb.safetensors",
+                             lambda m: m["model"]["config"].update(width=2_000_000))  # 24 G values in the first conv
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"bomb\.safetensors': its model configuration \(width=2000000\) "
+                                              r"describes a larger tiny network than the \d+ tensors"):
+        ck.load_checkpoint(bomb)
+    assert time.perf_counter() - t0 < 1.0
+    narrow = _rewrite_metadata(tiny_ckpt, tmp_path / "narrow.safetensors", lambda m: m["model"]["config"].update(width=2))
+    with pytest.raises(CheckpointError, match=r"narrow\.safetensors': the weights do not match .* of another shape "
+                                              r"\(e\.g\. aux\.weight: \[5, 4, 1, 1\] in the file, \[5, 2, 1, 1\] for this configuration\)"):
+        ck.load_checkpoint(narrow)

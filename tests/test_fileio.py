@@ -181,3 +181,61 @@ def test_sigterm_in_the_cli_removes_temporary_files(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "SIGTERM" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_an_inputs_companion_files_are_protected_too(tmp_path):
+    """GDAL, SQLite and QGIS read these with the input: writing one changes or corrupts the input."""
+    (tmp_path / "optical.tif").write_bytes(b"raster")
+    (tmp_path / "ref.shp").write_bytes(b"shapes")
+    inputs = [(tmp_path / "optical.tif", "optical raster"), (tmp_path / "ref.shp", "reference layer"),
+              (tmp_path / "ref.gpkg", "reference layer"), (tmp_path / "forest.safetensors", "checkpoint", False)]
+    for name, role in (("optical.tif.aux.xml", "optical raster"), ("optical.qml", "optical raster"),
+                       ("optical.tfw", "optical raster"), ("ref.dbf", "reference layer"),
+                       ("ref.gpkg-wal", "reference layer"), ("ref.gpkg-journal", "reference layer")):
+        with OutputSet(inputs) as outs:
+            with pytest.raises(InputError, match=f"would replace .*{name}.* read together with the {role}"):
+                outs.add(tmp_path / name, "report")
+    with OutputSet(inputs) as outs:  # a map named after its model: forest.qml is no companion of a checkpoint
+        outs.add(tmp_path / "forest.tif", "map")
+        outs.add(tmp_path / "forest.qml", "style file")
+    with OutputSet(inputs) as outs:  # the style of an output named like an input raster would restyle it
+        with pytest.raises(InputError, match="optical.qml.*read together with the optical raster"):
+            outs.add(tmp_path / "optical.qml", "style file of the output classification")
+
+
+def _fake_leftover(folder, pid, start):
+    from optsar_plugin import fileio
+
+    path = Path(folder) / f".map.tif.optsar-{fileio._HOST}-{pid}-{start}-abc123.tmp.tif"
+    path.write_text("half-written")
+    return path
+
+
+def test_a_recycled_pid_or_a_zombie_does_not_keep_leftovers(tmp_path):
+    from optsar_plugin import fileio
+
+    parent = os.getppid()  # alive for the whole test
+    mine = _fake_leftover(tmp_path, parent, fileio._start_time(parent))
+    recycled = _fake_leftover(tmp_path, parent, fileio._start_time(parent) + 1)  # same pid, another process
+    old_style = Path(tmp_path) / f".old.tif.optsar-{fileio._HOST}-{parent}-xyz.tmp.tif"  # version 0.1 names
+    old_style.write_text("x")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    t0 = time.monotonic()
+    while fileio._proc_stat(zombie.pid)[0] != "Z" and time.monotonic() - t0 < 10:
+        time.sleep(0.05)  # exited, not yet reaped: still "alive" for os.kill(pid, 0)
+    dead = _fake_leftover(tmp_path, zombie.pid, 0)
+    removed = sweep_leftovers(tmp_path)
+    zombie.wait()
+    assert sorted(removed) == sorted([str(recycled), str(dead)])
+    assert mine.exists() and old_style.exists()
+
+
+def test_a_full_disk_while_writing_is_one_line_naming_the_folder(tmp_path):
+    import errno
+
+    with pytest.raises(InputError, match=f"Cannot write the outputs in '{tmp_path}'.*No space left.*disk is full"):
+        with OutputSet() as outs:
+            tmp = outs.add(tmp_path / "report.html", "report")
+            Path(tmp).write_text("<html>")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert os.listdir(tmp_path) == []

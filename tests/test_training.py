@@ -628,3 +628,16 @@ def test_classify_converts_another_encoding_of_the_same_scene_and_says_so(traine
     # so the maps agree closely rather than exactly.
     assert (run(scene["optical"], str(tmp_path / "linear.tif"), "c.tif") == a).mean() > 0.9
     assert any("sar band(s) VV, VH" in w for w in warnings), warnings
+
+
+def test_the_training_report_escapes_class_names_and_colours():
+    """Classes are data: a name or colour holding markup must not become markup in the report."""
+    from optsar_plugin.training.report import curve_html
+
+    evil = '#000000" onload="alert(1)'
+    classes = [{"code": 0, "name": "<script>x</script>", "color": evil}, {"code": 1, "name": "b", "color": "#00FF00"}]
+    history = [{"epoch": 1, "step": 10, "loss": 1.0, "val_loss": 0.9, "val_oa": 0.5, "val_miou": 0.4,
+                "val_iou": [0.3, 0.5]}]
+    page = curve_html(history, {"model": "cloudlulc_net", "summary": {"best epoch": 1}}, classes)
+    assert "<script>x" not in page and 'onload="alert' not in page
+    assert "&lt;script&gt;" in page and "&quot; onload=&quot;" in page

@@ -115,7 +115,7 @@ def assess_accuracy(
     feedback = feedback or NullFeedback()
     opts = AssessOptions.of(options, "assess_accuracy", **settings)
     classification, reference = str(classification), str(reference)
-    inputs = [(classification, "classification"), (reference, "reference layer"), (checkpoint, "checkpoint")]
+    inputs = [(classification, "classification"), (reference, "reference layer"), (checkpoint, "checkpoint", False)]
     with OutputSet(inputs, feedback) as outs:
         paths = {k: p for k, p in (("metrics", output_metrics), ("matrix", output_matrix), ("report", output_report))
                  if p}
@@ -152,6 +152,7 @@ def _reference(reference, class_field, opts: AssessOptions, scheme, class_source
         raise InputError(
             f"No reference feature of '{reference}' can be used: {ref.n_features} feature(s), "
             f"{len(ref.outside_ids)} outside the classification, {len(ref.null_class_ids)} without a class, "
+            f"{len(ref.unlabelled_ids)} of class 255 (unlabelled), "
             f"{len(ref.dropped_invalid_ids)} with unrepairable geometry."
         )
     return ref
@@ -287,6 +288,8 @@ def _reference_warnings(ref) -> List[str]:
         (dropped, f"invalid geometr{n(dropped, 'y', 'ies')} could not be repaired and {n(dropped, 'was', 'were')} "
                   "skipped"),
         (ref.null_class_ids, f"reference feature(s) have no value in '{ref.class_field}' and were skipped"),
+        (ref.unlabelled_ids, f"reference feature(s) carry class 255 in '{ref.class_field}', the nodata value (unlabelled), "
+                             "and were skipped"),
         (ref.empty_geometry_ids, "reference feature(s) have no geometry and were skipped"),
     )
     return [f"{len(ids)} {text} (feature ids {list_ids(ids)})." for ids, text in cases if ids]
@@ -364,5 +367,6 @@ def _exclusions_record(excl: Exclusions, ref) -> Dict:
         "invalid_repaired_ids": ref.repaired_ids,
         "invalid_dropped_ids": ref.dropped_invalid_ids,
         "null_class_ids": ref.null_class_ids,
+        "unlabelled_ids": ref.unlabelled_ids,
         "empty_geometry_ids": ref.empty_geometry_ids,
     }

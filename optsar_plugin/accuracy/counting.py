@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import check_cancel
-from ..raster_io import valid_mask
+from ..raster_io import read, valid_mask
 from .rasterize import StripBurner, strips
 
 
@@ -153,7 +153,7 @@ class _StripLoader:
         from rasterio.windows import Window
 
         win = Window(0, row_off, self.src.width, h)
-        values = self.src.read(self.band, window=win)
+        values = read(self.src, self.band, window=win)
         valid = valid_mask(self.src, self.band, values, win)
         values = _integer_values(self.src, self.band, values, valid)
         kept = valid & ~np.isin(values, self.ignore_arr) if len(self.ignore_arr) else valid

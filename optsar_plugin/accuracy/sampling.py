@@ -51,7 +51,7 @@ from ..errors import InputError
 from ..fileio import OutputSet
 from ..options import ALLOCATIONS
 from ..progress import Feedback, NullFeedback, check_cancel
-from ..raster_io import open_classification, valid_mask
+from ..raster_io import open_classification, read, valid_mask
 from ..vector_io import ogr_modules
 from .matching import classification_classes
 from .options import MAX_CLASSES, SampleOptions, default_strip_rows
@@ -233,7 +233,7 @@ def _strips(src, band: int, strip_rows: int):
 
     for off in range(0, src.height, strip_rows):
         win = Window(0, off, src.width, min(strip_rows, src.height - off))
-        values = src.read(band, window=win)
+        values = read(src, band, window=win)
         yield values, valid_mask(src, band, values, win), off
 
 
@@ -326,7 +326,7 @@ def stratified_sample(
         raise InputError(
             f"The sample output '{output}' must be a GeoPackage (.gpkg), GeoJSON (.geojson) or FlatGeobuf (.fgb) file."
         )
-    with OutputSet([(classification, "classification"), (checkpoint, "checkpoint")], feedback) as outs:
+    with OutputSet([(classification, "classification"), (checkpoint, "checkpoint", False)], feedback) as outs:
         tmp = outs.add(output, "sample output", create=False, make_folder=True)  # OGR creates the file itself
         src, band = open_classification(classification, opts.band)
         with src:

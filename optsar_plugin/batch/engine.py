@@ -60,6 +60,7 @@ def classify_batch(scenes, checkpoint, output_dir, *, scheduler: Optional[str] =
     event = f"optsar-cancel-{uuid.uuid4().hex}"  # the Dask Event that cancels this batch's tasks
     jobs = [SceneJob(s, os.path.abspath(checkpoint), meta.content_hash, opts.to_dict(), folder, event) for s in specs]
     feedback.info(f"{len(jobs)} scene(s) with {meta.model} from '{checkpoint}' into '{folder}'.")
+    _check_outputs(jobs, protected, _batch_outputs(folder, area_table, mosaic))
     records = _run_jobs(jobs, scheduler, workers, opts.device, protected, folder, feedback)
     _name_classes(records, meta.classes)
     write_manifest(manifest_path(folder), records, protected)
@@ -108,7 +109,7 @@ def _output_folder(output_dir) -> str:
 
 
 def _protected(specs: Sequence[SceneSpec], checkpoint, table) -> List[tuple]:
-    items = [(checkpoint, "checkpoint")]
+    items = [(checkpoint, "checkpoint", False)]
     if isinstance(table, (str, os.PathLike)):
         items.append((table, "scenes table"))
     for s in specs:
@@ -120,7 +121,6 @@ def _protected(specs: Sequence[SceneSpec], checkpoint, table) -> List[tuple]:
 
 def _run_jobs(jobs: List[SceneJob], scheduler, workers, device, protected, folder, feedback) -> List[Dict]:
     """Run the jobs on the cluster; the manifest is rewritten as each scene finishes."""
-    _check_outputs(jobs, protected)
     done: Dict[int, Dict] = {}
     with dask_client(scheduler, workers, device, feedback) as cluster:
         from distributed import Event
@@ -138,11 +138,27 @@ def _run_jobs(jobs: List[SceneJob], scheduler, workers, device, protected, folde
     return [done[k] for k in sorted(done)]
 
 
-def _check_outputs(jobs: List[SceneJob], protected) -> None:
-    """No scene's map may be an input of any scene (checked before any work, like classify's own check)."""
+def _batch_outputs(folder: str, area_table, mosaic) -> List[tuple]:
+    """(path, role) of the batch's own outputs: manifest, class-area table, mosaic and its style."""
+    from ..styles import qml_path_for
+
+    out = [(manifest_path(folder), "manifest"), (area_table or os.path.join(folder, AREA_TABLE), "class-area table")]
+    if mosaic:
+        out += [(mosaic, "mosaic"), (str(qml_path_for(mosaic)), "style file of the mosaic")]
+    return out
+
+
+def _check_outputs(jobs: List[SceneJob], protected, others=()) -> None:
+    """No output - a scene's map and its style, the manifest, the area table, the mosaic - may be an input of any
+    scene or another output (checked before any work, like classify's own check)."""
+    from ..styles import qml_path_for
+
     with OutputSet(protected) as outs:
         for j in jobs:
-            outs.add(j.output, f"map of scene {j.scene.name}", create=False)
+            outs.add(j.output, f"map of scene {j.scene.name}", create=False, sidecars=(".aux.xml",))
+            outs.add(str(qml_path_for(j.output)), f"style file of the map of scene {j.scene.name}", create=False)
+        for path, role in others:
+            outs.add(path, role, create=False)
 
 
 def _collect(futures: Dict, jobs, done: Dict[int, Dict], cancel, protected, folder, feedback) -> None:

@@ -144,7 +144,7 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
 
 def _protected(inputs: Dict[str, Optional[str]]):
     roles = {"optical": "optical raster", "sar": "SAR raster", "cloud_mask": "cloud mask", "checkpoint": "checkpoint"}
-    return [(path, roles[key]) for key, path in inputs.items() if path]
+    return [(path, roles[key], key != "checkpoint") for key, path in inputs.items() if path]
 
 
 ROLES = {"output": "output classification", "confidence": "confidence output", "probabilities": "probability output"}

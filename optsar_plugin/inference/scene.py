@@ -90,7 +90,10 @@ def input_units(opt_ds, obands, sar_ds, sbands, region, meta, feedback) -> Optio
 
 
 def check_bands(optical, sar, options, meta, checkpoint: str) -> None:
-    """The cheap part of :func:`open_scene`: band counts against the checkpoint (before loading weights)."""
+    """The cheap part of :func:`open_scene`: band counts against the checkpoint, the extent's CRS (before loading
+    weights)."""
+    if options.extent_crs is not None:
+        raster_io.parse_crs(options.extent_crs, "extent CRS")
     with raster_io.open_raster(optical, raster_io.OPTICAL) as o, raster_io.open_raster(sar, raster_io.SAR) as s:
         check_fit(meta, checkpoint=checkpoint,
                   optical=BandChoice.of(raster_io.select_bands(o, options.optical_bands, raster_io.OPTICAL),

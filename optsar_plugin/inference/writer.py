@@ -21,6 +21,7 @@ import numpy as np
 
 from ..classes import NODATA, ClassScheme
 from ..deps import require
+from ..raster_io import close_written, gdal_failures, write_checked
 
 BLOCK = 256  # GeoTIFF tile edge of the outputs
 TAG_PREFIX = "OPTSAR_"
@@ -57,7 +58,7 @@ class BackgroundWrites:
         self._depth = depth
 
     def write(self, ds, array: np.ndarray, window) -> None:
-        self._pending.append(self._pool.submit(ds.write, array, window=window))
+        self._pending.append(self._pool.submit(write_checked, ds, array, window))
         while len(self._pending) > self._depth:
             self._pending.popleft().result()
 
@@ -67,7 +68,7 @@ class BackgroundWrites:
 
 
 def _write_now(ds, array, window) -> None:
-    ds.write(array, window=window)
+    write_checked(ds, array, window)
 
 
 class _TileColumns:
@@ -164,6 +165,20 @@ class TileWriter:
             self.writes.flush()
 
 
+def _closer(ds):
+    """An exit callback closing an output dataset: a failed flush (a full disk) is an error unless one is unwinding."""
+
+    def close(exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            close_written(ds)
+        else:
+            with gdal_failures():  # the error being raised says what went wrong; GDAL's echo of it is noise
+                ds.close()
+        return False
+
+    return close
+
+
 class OutputRasters:
     """The run's output rasters, open for writing on their temporary paths, and the blender's sink.
 
@@ -177,7 +192,9 @@ class OutputRasters:
             if key not in temps:
                 return None
             profile = output_profile(transform, crs, width, height, count, dtype, nodata, predictor)
-            return stack.enter_context(rasterio.open(temps[key], "w", **profile))
+            ds = rasterio.open(temps[key], "w", **profile)
+            stack.push(_closer(ds))
+            return ds
 
         self.classes = create("output", 1, "uint8", NODATA)
         self.confidence = create("confidence", 1, "float32", float("nan"), 3)

@@ -20,10 +20,71 @@ Contract every model honours (the training, classify and checkpoint code rely on
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import OptsarError
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a constructor option may take: a number (``kind`` int or float) from ``lo`` to ``hi``, a bool
+    (``kind`` bool), one of ``choices``, or - with ``items`` = (fewest, most) - a list of such numbers;
+    ``optional``: None is allowed too.  Bounds keep a configuration (from a user, or from a checkpoint's metadata)
+    from asking for a network of gigabytes or hours of construction; they are generous, not the paper's values."""
+
+    kind: type
+    lo: float = 0
+    hi: float = 0
+    choices: Tuple = ()
+    items: Optional[Tuple[int, int]] = None
+    optional: bool = False
+
+    def problem(self, value: Any) -> Optional[str]:
+        """What is wrong with ``value`` (a phrase such as "must be a whole number from 0 to 48, got 300000"), or None."""
+        if value is None:
+            return None if self.optional else "must not be empty"
+        if self.items is None:
+            return None if self._fits(value) else f"must be {self._what()}, got {value!r:.40}"
+        lo, hi = self.items
+        if not isinstance(value, (list, tuple)) or not lo <= len(value) <= hi:
+            return f"must be a list of {lo} to {hi} values, each {self._what()}, got {value!r:.60}"
+        bad = next((i for i, v in enumerate(value) if not self._fits(v)), None)
+        return None if bad is None else f"must hold values each {self._what()}; item {bad} is {value[bad]!r:.40}"
+
+    def _what(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return "a text"
+        return f"a {'whole ' if self.kind is int else ''}number from {self.lo:g} to {self.hi:g}"
+
+    def _fits(self, v) -> bool:
+        if self.choices:
+            return v in self.choices
+        if self.kind is bool:
+            return isinstance(v, bool)
+        if self.kind is str:
+            return isinstance(v, str) and len(v) <= 4096
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return self.lo <= v <= self.hi and (self.kind is not int or float(v) == int(v))
+
+
+def check_options(name: str, options: Dict) -> None:
+    """Refuse an option the network does not have or a value outside its :class:`Bound` (nothing is built yet)."""
+    info = model_info(name)
+    unknown = sorted(set(options) - set(info.bounds))
+    if unknown:
+        raise OptsarError(f"Unknown {info.title} option(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(info.bounds))}.")
+    for key, value in options.items():
+        problem = info.bounds[key].problem(value)
+        if problem:
+            raise OptsarError(f"{info.title} option '{key}' {problem}.")
 
 
 @dataclass(frozen=True)
@@ -34,6 +95,33 @@ class ModelInfo:
     description: str
     paper: str
     defaults: Dict = field(default_factory=dict)  # the paper's configuration
+    bounds: Dict[str, Bound] = field(default_factory=dict)  # the constructor's options and what they may be
+
+
+_FRACTION = Bound(float, 0.0, 1.0)
+_BOUNDS = {
+    "mosfnet": {
+        "decoder_channels": Bound(int, 1, 4096), "fim_kernel": Bound(int, 1, 15), "ffm_kernel": Bound(int, 1, 15),
+        "use_fim": Bound(bool), "use_ffm": Bound(bool), "aux_head": Bound(bool), "ffm_residual": Bound(bool),
+        "d_state": Bound(int, 1, 256), "ssm_ratio": Bound(float, 0.125, 8.0), "drop_path_rate": _FRACTION,
+        "encoder": Bound(str, choices=("convnextv2_tiny", "convnextv2_nano", "convnextv2_pico", "convnextv2_femto",
+                                       "convnextv2_atto")),
+        "pretrained_path": Bound(str, optional=True),  # a file read when building (never in a checkpoint's config)
+    },
+    "specsar_former": {
+        "embed_dims": Bound(int, 1, 2048, items=(1, 8)), "depths": Bound(int, 0, 64, items=(1, 8)),
+        "num_heads": Bound(int, 1, 64, items=(1, 8)), "sr_ratios": Bound(int, 1, 64, items=(1, 8)),
+        "mlp_ratio": Bound(float, 0.25, 16.0), "split": Bound(float, 0.01, 0.99), "decoder_dim": Bound(int, 1, 4096),
+        "drop_path_rate": _FRACTION, "drop_rate": _FRACTION, "decoder_dropout": _FRACTION,
+        "mmam_reduction": Bound(int, 1, 64, optional=True), "focal_gamma": Bound(float, 0.0, 10.0),
+        "focal_alpha": Bound(float, 0.0, 1e6, items=(1, 254), optional=True),
+    },
+    "cloudlulc_net": {
+        "channels": Bound(int, 2, 1024), "num_blocks": Bound(int, 1, 16), "order": Bound(int, 1, 8),
+        "embed_dim": Bound(int, 1, 2048), "depth": Bound(int, 0, 48), "heads": Bound(int, 1, 64),
+        "mlp_ratio": Bound(float, 0.25, 16.0), "anchor_weight": Bound(float, 0.0, 100.0),
+    },
+}
 
 
 _REGISTRY: Dict[str, ModelInfo] = {
@@ -63,6 +151,7 @@ _REGISTRY: Dict[str, ModelInfo] = {
     ),
 }
 
+_REGISTRY = {name: ModelInfo(**{**info.__dict__, "bounds": _BOUNDS[name]}) for name, info in _REGISTRY.items()}
 MODEL_NAMES = tuple(_REGISTRY)
 
 # Options added after checkpoints were first written, with the value an older configuration
@@ -101,6 +190,8 @@ def build_model(name: str, *, optical_bands: int, sar_bands: int, num_classes: i
         raise OptsarError(f"{info.title} needs 1-4 SAR bands, got {sar_bands}.")
     if not 2 <= int(num_classes) <= 254:
         raise OptsarError(f"{info.title} needs 2-254 classes, got {num_classes}.")
+    if info.bounds:  # stand-in networks registered by tests declare none
+        check_options(name, options)
     from ..deps import require_torch
 
     require_torch(f"building {info.title}")

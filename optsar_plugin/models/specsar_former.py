@@ -347,7 +347,7 @@ class SpecSARFormer(nn.Module):
         self.merges = nn.ModuleList(
             OverlapPatchEmbed(embed_dims[i - 1], embed_dims[i], patch_size=3, stride=2) for i in range(1, n)
         )
-        dpr = torch.linspace(0, float(drop_path_rate), sum(depths)).tolist()
+        dpr = torch.linspace(0, float(drop_path_rate), sum(depths), device="cpu").tolist()  # numbers, also on "meta"
         self.stages = nn.ModuleList()
         self.spec_norms = nn.ModuleList()
         self.sar_norms = nn.ModuleList()

@@ -91,6 +91,7 @@ def run_cli(args, feedback) -> int:
     best = result["best"]
     feedback.info(
         f"Best epoch {result['best_epoch']}: validation mIoU {best.get('val_miou')}, OA {best.get('val_oa')}; "
-        f"stopped: {result['stop_reason']}; {result['seconds_per_epoch']} s per epoch on {result['device']}."
+        f"stopped: {result['stop_reason']}; {result['seconds_per_epoch']} s per epoch on {result['device']}"
+        + (f"; resumed at step {result['resumed_from_step']}." if result.get("resumed_from_step") is not None else ".")
     )
     return 0

@@ -32,6 +32,9 @@ def reserve_outputs(outs, inputs) -> Tuple[Dict[str, str], Dict[str, str]]:
         if path:
             temps[key] = outs.add(path, role)
             finals[key] = os.path.abspath(os.fspath(path))
+    from .resume import state_path
+
+    outs.check(state_path(finals["checkpoint"]), "resumable training state")  # written after every epoch
     return finals, temps
 
 

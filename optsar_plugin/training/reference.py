@@ -133,9 +133,9 @@ def _read_pairs(path: str, layer_name: Optional[str], class_field: str, name_fie
     from ..vector_io import field_kind, open_layer
 
     ds, layer = open_layer(path, layer_name)
-    field_kind(layer, class_field)  # raises a clear error for a missing field
+    field_kind(layer, class_field, path)  # raises a clear error for a missing field
     if name_field:
-        field_kind(layer, name_field)
+        field_kind(layer, name_field, path)
     values, names = set(), {}
     layer.ResetReading()
     for feat in layer:

@@ -136,6 +136,7 @@ def _chart(series, title: str, ylabel: str, best_x: Optional[float] = None, widt
                    'stroke="#999" stroke-dasharray="4 3"/>'
                    f'<text x="{sx(best_x) - 4:.1f}" y="{mt + 12}" fill="#666" text-anchor="end">best</text>')
     for k, (label, colour, dashed, s) in enumerate(series):
+        colour = html.escape(str(colour))  # a class colour: data, never markup
         good = [(x, y) for x, y in s if y is not None and not math.isnan(y)]
         if not good:
             continue
