@@ -146,12 +146,30 @@ def _rotated(shape, angle: float):
 # the land-cover map
 # ----------------------------------------------------------------------------------------
 def _landscape(rng: np.random.Generator, n: int):
-    """(class map of codes, object ids) on an n x n grid."""
+    """(class map of codes, object ids) on an n x n grid, painted layer by layer.
+
+    Each painter draws its random numbers in turn (the order fixes the scene of a seed)
+    and returns the next free object id."""
     cls = np.full((n, n), CODE["grass"], np.uint8)
     obj = np.zeros((n, n), np.int32)
-    next_id = 1
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    next_id = _paint_parcels(rng, n, cls, obj, 1)
+    next_id = _paint_forest(rng, n, cls, obj, next_id)
+    next_id = _paint_town(rng, n, cls, obj, next_id, yy, xx)
+    wet = smooth_field(rng, (n, n), 12)
+    next_id = _paint_lake(rng, n, cls, obj, next_id, yy, xx, wet)
+    next_id = _paint_river(rng, n, cls, obj, next_id, wet)
+    _paint_roads(rng, n, cls, obj, next_id)
+    return cls, obj
 
-    # Agricultural parcels: Voronoi cells in a rotated, stretched and warped frame.
+
+def _paint(cls, obj, mask, code: str, object_id: int) -> None:
+    cls[mask] = CODE[code]
+    obj[mask] = object_id
+
+
+def _paint_parcels(rng, n: int, cls, obj, next_id: int) -> int:
+    """Agricultural parcels: Voronoi cells in a rotated, stretched and warped frame."""
     u, v = _rotated((n, n), rng.uniform(0, np.pi))
     u = (u + 7 * smooth_field(rng, (n, n), 18)) / 1.8
     v = v + 7 * smooth_field(rng, (n, n), 18)
@@ -168,17 +186,18 @@ def _landscape(rng: np.random.Generator, n: int):
     )
     cls[:] = p_cls[parcel]
     obj[:] = parcel + next_id
-    next_id += n_seeds
+    return next_id + n_seeds
 
-    # Forest patches.
+
+def _paint_forest(rng, n: int, cls, obj, next_id: int) -> int:
     forest = smooth_field(rng, (n, n), n / 14) + 0.5 * smooth_field(rng, (n, n), n / 40)
-    cls[forest > 1.1] = CODE["trees"]
-    obj[forest > 1.1] = next_id
-    next_id += 1
+    _paint(cls, obj, forest > 1.1, "trees", next_id)
+    return next_id + 1
 
-    # Town: street grid with built blocks, parks and construction sites.
+
+def _paint_town(rng, n: int, cls, obj, next_id: int, yy, xx) -> int:
+    """Town: street grid with built blocks, parks and construction sites."""
     cy, cx = rng.uniform(0.3, 0.7, 2) * n
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     r = np.hypot(yy - cy, xx - cx)
     town = r < 0.17 * n * (1 + 0.3 * smooth_field(rng, (n, n), n / 10))
     tu, tv = _rotated((n, n), rng.uniform(0, np.pi / 2))
@@ -194,23 +213,22 @@ def _landscape(rng: np.random.Generator, n: int):
     cls[town] = b_cls[inv][town]
     obj[town] = (inv + next_id)[town]
     next_id += len(uniq)
-    streets = town & ((np.mod(tu, spacing) < street) | (np.mod(tv, spacing) < street))
-    cls[streets] = CODE["built"]
-    obj[streets] = next_id
-    next_id += 1
+    _paint(cls, obj, town & ((np.mod(tu, spacing) < street) | (np.mod(tv, spacing) < street)), "built", next_id)
+    return next_id + 1
 
-    wet = smooth_field(rng, (n, n), 12)
-    # Lake with a flooded-vegetation margin.
+
+def _paint_lake(rng, n: int, cls, obj, next_id: int, yy, xx, wet) -> int:
+    """Lake with a flooded-vegetation margin."""
     ly, lx = rng.uniform(0.15, 0.85, 2) * n
     ell = np.hypot((yy - ly) / (0.035 * n), (xx - lx) / (0.055 * n)) * (1 + 0.15 * smooth_field(rng, (n, n), 10))
     margin = (ell >= 1) & (ell < 1 + (4 + 4 * np.maximum(wet, 0)) / (0.045 * n)) & (wet > -0.5)
-    cls[margin] = CODE["flooded_vegetation"]
-    obj[margin] = next_id
-    cls[ell < 1] = CODE["water"]
-    obj[ell < 1] = next_id + 1
-    next_id += 2
+    _paint(cls, obj, margin, "flooded_vegetation", next_id)
+    _paint(cls, obj, ell < 1, "water", next_id + 1)
+    return next_id + 2
 
-    # Meandering river, flooded vegetation on its banks.
+
+def _paint_river(rng, n: int, cls, obj, next_id: int, wet) -> int:
+    """Meandering river, flooded vegetation on its banks."""
     ru, rv = _rotated((n, n), rng.uniform(-0.5, 0.5))
     lam = rng.uniform(0.5, 0.9) * n
     phase = rng.uniform(0, 2 * np.pi)
@@ -223,21 +241,19 @@ def _landscape(rng: np.random.Generator, n: int):
     dist = np.abs(rv - centre[idx]) / np.sqrt(1 + slope[idx] ** 2)
     half = 3.5 + 2.5 * np.abs(_smooth_1d(rng, grid_u.size, n / 10))[idx]  # 70-150 m wide
     bank = (dist >= half) & (dist < half + 3 + 10 * np.maximum(wet + 0.3, 0)) & (wet > -0.3)
-    cls[bank] = CODE["flooded_vegetation"]
-    obj[bank] = next_id
-    cls[dist < half] = CODE["water"]
-    obj[dist < half] = next_id + 1
-    next_id += 2
+    _paint(cls, obj, bank, "flooded_vegetation", next_id)
+    _paint(cls, obj, dist < half, "water", next_id + 1)
+    return next_id + 2
 
-    # Roads (not across water: fords and bridges are left out).
+
+def _paint_roads(rng, n: int, cls, obj, next_id: int) -> int:
+    """Two roads (not across water: fords and bridges are left out)."""
     for _ in range(2):
         _, rv2 = _rotated((n, n), rng.uniform(0, np.pi))
         c = rng.uniform(np.percentile(rv2, 20), np.percentile(rv2, 80))
-        road = (np.abs(rv2 - c) < 1.0) & (cls != CODE["water"])
-        cls[road] = CODE["built"]
-        obj[road] = next_id
+        _paint(cls, obj, (np.abs(rv2 - c) < 1.0) & (cls != CODE["water"]), "built", next_id)
         next_id += 1
-    return cls, obj
+    return next_id
 
 
 # ----------------------------------------------------------------------------------------

@@ -266,6 +266,39 @@ def _split_widths(embed_dims: Sequence[int], split: float) -> List[tuple]:
     return out
 
 
+def _check_stages(embed_dims, depths, num_heads, sr_ratios, split: float) -> List[tuple]:
+    """The (spectral, SAR) widths per stage; a configuration the network cannot have is one line."""
+    n = len(embed_dims)
+    if not (n >= 1 and len(depths) == n and len(num_heads) == n and len(sr_ratios) == n):
+        raise OptsarError(
+            "SpecSAR-Former: embed_dims, depths, num_heads and sr_ratios must have the same (non-zero) length."
+        )
+    if not 0.0 < split < 1.0:
+        raise OptsarError(f"SpecSAR-Former: split must be between 0 and 1 (the paper's is 0.75), got {split}.")
+    widths = _split_widths(embed_dims, split)
+    for i, ((cs, cr), h) in enumerate(zip(widths, num_heads)):
+        if cs < 1 or cr < 1 or h < 1 or cs % h or cr % h:
+            raise OptsarError(
+                f"SpecSAR-Former stage {i + 1}: width {embed_dims[i]} split {split} gives {cs} spectral + "
+                f"{cr} SAR channels, which must both be positive multiples of num_heads ({h})."
+            )
+    if min(depths) < 1 or min(sr_ratios) < 1:
+        raise OptsarError("SpecSAR-Former: depths and sr_ratios must be >= 1.")
+    return widths
+
+
+def _check_alpha(focal_alpha, num_classes: int) -> Optional[List[float]]:
+    if focal_alpha is None:
+        return None
+    focal_alpha = [float(a) for a in focal_alpha]
+    if len(focal_alpha) != num_classes or min(focal_alpha) < 0:
+        raise OptsarError(
+            f"SpecSAR-Former: focal_alpha needs {num_classes} non-negative values (one per class), "
+            f"got {len(focal_alpha)}."
+        )
+    return focal_alpha
+
+
 class SpecSARFormer(nn.Module):
     """SpecSAR-Former; see the module docstring. ``model(optical, sar) -> logits``."""
 
@@ -291,29 +324,8 @@ class SpecSARFormer(nn.Module):
         super().__init__()
         embed_dims, depths = [int(v) for v in embed_dims], [int(v) for v in depths]
         num_heads, sr_ratios = [int(v) for v in num_heads], [int(v) for v in sr_ratios]
-        n = len(embed_dims)
-        if not (n >= 1 and len(depths) == n and len(num_heads) == n and len(sr_ratios) == n):
-            raise OptsarError(
-                "SpecSAR-Former: embed_dims, depths, num_heads and sr_ratios must have the same (non-zero) length."
-            )
-        if not 0.0 < float(split) < 1.0:
-            raise OptsarError(f"SpecSAR-Former: split must be between 0 and 1 (the paper's is 0.75), got {split}.")
-        widths = _split_widths(embed_dims, float(split))
-        for i, ((cs, cr), h) in enumerate(zip(widths, num_heads)):
-            if cs < 1 or cr < 1 or h < 1 or cs % h or cr % h:
-                raise OptsarError(
-                    f"SpecSAR-Former stage {i + 1}: width {embed_dims[i]} split {split} gives {cs} spectral + "
-                    f"{cr} SAR channels, which must both be positive multiples of num_heads ({h})."
-                )
-        if min(depths) < 1 or min(sr_ratios) < 1:
-            raise OptsarError("SpecSAR-Former: depths and sr_ratios must be >= 1.")
-        if focal_alpha is not None:
-            focal_alpha = [float(a) for a in focal_alpha]
-            if len(focal_alpha) != int(num_classes) or min(focal_alpha) < 0:
-                raise OptsarError(
-                    f"SpecSAR-Former: focal_alpha needs {num_classes} non-negative values (one per class), "
-                    f"got {len(focal_alpha)}."
-                )
+        widths = _check_stages(embed_dims, depths, num_heads, sr_ratios, float(split))
+        focal_alpha = _check_alpha(focal_alpha, int(num_classes))
         self.config: Dict = dict(
             optical_bands=int(optical_bands),
             sar_bands=int(sar_bands),
@@ -345,9 +357,17 @@ class SpecSARFormer(nn.Module):
         self.sar_embed = OverlapPatchEmbed(int(sar_bands), cr1, patch_size=7, stride=4)
         # Overlapped patch merging of the fused map between stages (3x3 stride 2)
         self.merges = nn.ModuleList(
-            OverlapPatchEmbed(embed_dims[i - 1], embed_dims[i], patch_size=3, stride=2) for i in range(1, n)
+            OverlapPatchEmbed(embed_dims[i - 1], embed_dims[i], patch_size=3, stride=2) for i in range(1, len(embed_dims))
         )
-        dpr = torch.linspace(0, float(drop_path_rate), sum(depths), device="cpu").tolist()  # numbers, also on "meta"
+        self._build_stages(widths, depths, num_heads, sr_ratios, float(mlp_ratio), float(drop_rate),
+                           float(drop_path_rate))
+        self.decoder = AllMLPDecoder(embed_dims, int(decoder_dim), int(num_classes), float(decoder_dropout))
+        self.apply(init_mit_weights)
+
+    def _build_stages(self, widths, depths, num_heads, sr_ratios, mlp_ratio, drop_rate, drop_path_rate) -> None:
+        """Per stage: ``depth`` DMEM blocks, the branch LayerNorms and the MMAM; drop-path rising
+        linearly over all blocks (SegFormer's rule)."""
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # numbers, also on "meta"
         self.stages = nn.ModuleList()
         self.spec_norms = nn.ModuleList()
         self.sar_norms = nn.ModuleList()
@@ -355,17 +375,12 @@ class SpecSARFormer(nn.Module):
         k = 0
         for i, ((cs, cr), d) in enumerate(zip(widths, depths)):
             self.stages.append(
-                nn.ModuleList(
-                    DMEM(cs, cr, num_heads[i], sr_ratios[i], float(mlp_ratio), float(drop_rate), dpr[k + j])
-                    for j in range(d)
-                )
+                nn.ModuleList(DMEM(cs, cr, num_heads[i], sr_ratios[i], mlp_ratio, drop_rate, dpr[k + j]) for j in range(d))
             )
             k += d
             self.spec_norms.append(nn.LayerNorm(cs, eps=MIT_LN_EPS))
             self.sar_norms.append(nn.LayerNorm(cr, eps=MIT_LN_EPS))
             self.mmams.append(MMAM(cs, cr, self.config["mmam_reduction"]))
-        self.decoder = AllMLPDecoder(embed_dims, int(decoder_dim), int(num_classes), float(decoder_dropout))
-        self.apply(init_mit_weights)
 
     # -- encoder -------------------------------------------------------------------------
     def encode(self, optical: torch.Tensor, sar: torch.Tensor) -> List[torch.Tensor]:
