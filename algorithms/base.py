@@ -144,7 +144,7 @@ class OptsarAlgorithm(QgsProcessingAlgorithm):
         except OptsarError as exc:
             raise QgsProcessingException(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback to the log
-            QgsMessageLog.logMessage(traceback.format_exc(), "OptSAR Fusion", Qgis.Critical)
+            QgsMessageLog.logMessage(traceback.format_exc(), "OptSAR Fusion", Qgis.MessageLevel.Critical)
             raise QgsProcessingException(
                 f"Unexpected error in the engine ({type(exc).__name__}: {one_line(exc)}); the traceback is in the "
                 "log messages (OptSAR Fusion tab). Please report it.") from None

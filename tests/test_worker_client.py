@@ -219,7 +219,8 @@ def test_memory_layer_is_exported_for_the_worker_and_removed_after(processing_pr
     def fake_run_job(function, kwargs, feedback=None, outputs=(), python=None):
         seen.update(function=function, reference=kwargs["reference"], existed=os.path.isfile(kwargs["reference"]))
         return {"checkpoint": kwargs["output_checkpoint"], "log": None, "curve": None, "best_epoch": 1,
-                "best": {}, "history": [{}], "seconds_per_epoch": 1.0, "device": "cpu", "cancelled": False}
+                "best": {}, "history": [{}], "seconds_per_epoch": 1.0, "device": "cpu", "cancelled": False,
+                "steps": 1, "stop_reason": "the step budget (1 steps) was reached", "resumed_from_step": None}
 
     monkeypatch.setattr(worker_client, "run_job", fake_run_job)
     processing.run("optsar:train", {"OPTICAL": data["scene"]["optical"], "SAR": data["scene"]["sar"], "REFERENCE": layer,
