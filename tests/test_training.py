@@ -167,17 +167,20 @@ def test_specsar_with_label_raster_zeroes_cloudy_optical(scene, tmp_path):
     assert [(c["code"], c["name"]) for c in r["classes"]] == list(CLASSES)
 
 
+class CancelAfter(NullFeedback):
+    """Feedback that asks to cancel after ``n`` progress reports."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def progress(self, fraction, message=None):
+        self.n -= 1
+
+    def is_canceled(self):
+        return self.n <= 0
+
+
 def test_cancel_keeps_the_best_epoch_so_far(scene, tmp_path):
-    class CancelAfter(NullFeedback):
-        def __init__(self, n):
-            self.n = n
-
-        def progress(self, fraction, message=None):
-            self.n -= 1
-
-        def is_canceled(self):
-            return self.n <= 0
-
     r = _train(scene, tmp_path / "k.safetensors", epochs=3, steps_per_epoch=2, feedback=CancelAfter(3))
     assert r["cancelled"] and r["best_epoch"] == 1 and len(r["history"]) == 1
     assert read_metadata(r["checkpoint"])["training"]["cancelled"] is True
@@ -564,16 +567,6 @@ def test_report_page_names_the_model_and_classes_and_rounds_ticks(trained):
 
 def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(scene, tmp_path):
     from optsar_plugin.training.resume import SUFFIX
-
-    class CancelAfter(NullFeedback):
-        def __init__(self, n):
-            self.n = n
-
-        def progress(self, fraction, message=None):
-            self.n -= 1
-
-        def is_canceled(self):
-            return self.n <= 0
 
     full = _train(scene, tmp_path / "full.safetensors", epochs=3, steps_per_epoch=2)
     assert full["resumed_from_step"] is None and not os.path.exists(str(tmp_path / "full.safetensors") + SUFFIX)
