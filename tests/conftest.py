@@ -57,3 +57,25 @@ def hostile_data(tmp_path_factory):
     values = build_data(tmp_path_factory.mktemp("hostile"))
     yield values
     undo_read_only(Path(values["RO"]))
+
+
+# -- leaving the process -------------------------------------------------------------------------------
+# QGIS 3.22 sometimes aborts in its own teardown when the interpreter exits after a session that ran
+# Processing ("double free or corruption (!prev)" once the summary was printed; QGIS issues #47623 and
+# #48608 report the same in QGIS's own test runs).  By then every result is decided and reported, but
+# the abort would turn a green `make test` red at random.  So the test process leaves with pytest's own
+# exit status without running that teardown.  The plugin's unload in a real QGIS is tested by
+# tests/test_desktop.py (the desktop must exit with status 0).
+_EXIT_STATUS = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if "status" in _EXIT_STATUS and not os.environ.get("OPTSAR_TEST_NORMAL_EXIT"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS["status"])
