@@ -66,6 +66,21 @@ def open_layer(path: str, layer_name: Optional[str] = None, role: str = "referen
     return ds, layer
 
 
+def only_field(layer, field_name: str, geometry: bool = True) -> None:
+    """Make OGR read only ``field_name`` (and the geometry when ``geometry``) of ``layer``'s features.
+
+    The other attributes - and, without ``geometry``, the geometries - are not decoded at all
+    (``OGRLayer::SetIgnoredFields``); the layer lives as long as its dataset, so nothing is reset.
+    """
+    defn = layer.GetLayerDefn()
+    ignored = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())
+               if defn.GetFieldDefn(i).GetName() != field_name] + ["OGR_STYLE"]
+    try:
+        layer.SetIgnoredFields(ignored if geometry else ignored + ["OGR_GEOMETRY"])
+    except RuntimeError:  # a driver that cannot skip fields (with ogr.UseExceptions()): it reads them all
+        pass
+
+
 def field_kind(layer, field_name: str, path: str = "") -> str:
     """'integer', 'real' or 'string'; a missing field is an :class:`InputError` listing the fields (and naming the
     file ``path`` when given)."""
@@ -93,6 +108,7 @@ def read_class_values(path: str, layer_name: Optional[str], class_field: str) ->
     kind = field_kind(layer, class_field, path)
     values = set()
     idx = layer.GetLayerDefn().GetFieldIndex(class_field)
+    only_field(layer, class_field, geometry=False)  # a pass over the values alone: no geometry is decoded
     layer.ResetReading()
     for feat in layer:
         if feat.IsFieldSetAndNotNull(idx):
@@ -270,6 +286,7 @@ def read_reference(
     ds, layer = open_layer(path, layer_name)
     field_kind(layer, class_field, path)
     field_index = layer.GetLayerDefn().GetFieldIndex(class_field)
+    only_field(layer, class_field)
     out = ReferenceData(path=str(path), layer=layer.GetName(), class_field=class_field)
     transform = _transform_to_raster(layer, raster_crs_wkt, out)
     points: List[tuple] = []

@@ -54,8 +54,38 @@ def _independent_reference(wkts, codes, shape, transform, all_touched):
     return ref, int((n_classes_here > 1).sum())
 
 
-@pytest.mark.parametrize("seed,all_touched", [(0, False), (1, True), (2, False)])
-def test_random_map_and_polygons_match_sklearn(tmp_path, seed, all_touched):
+def test_may_conflict_finds_every_pair_of_classes_whose_envelopes_meet():
+    """Against all pairs: each shape whose grown envelope meets one of another class is flagged; with no
+    fallback (few pairs) exactly those; the fallback (huge shapes) flags every shape, which is safe."""
+    from optsar_plugin.accuracy.rasterize import may_conflict
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(0, 50))
+        xy = rng.uniform(0, 100, (n, 2))
+        wh = rng.exponential(rng.uniform(0.5, 15), (n, 2))
+        if trial % 4 == 0:
+            wh[: n // 8] *= 40  # a few huge shapes
+        env = np.column_stack([xy, xy + wh])
+        classes = rng.integers(0, int(rng.integers(1, 4)), n)
+        pad = float(rng.choice([0.0, 1.0]))
+        box = env + np.array([-pad, -pad, pad, pad])
+        meet = (box[:, None, 0] <= box[None, :, 2]) & (box[None, :, 0] <= box[:, None, 2]) \
+            & (box[:, None, 1] <= box[None, :, 3]) & (box[None, :, 1] <= box[:, None, 3])
+        expected = (meet & (classes[:, None] != classes[None, :])).any(axis=1)
+        got = may_conflict(env, classes, pad, max_pairs=400)
+        assert not (expected & ~got).any(), trial
+        assert got.all() or (got == expected).all(), trial
+    assert not may_conflict(np.array([[0.0, 0, 1, 1], [1.0, 0, 2, 1]]), np.array([3, 3]), 0.0).any()  # one class
+    assert may_conflict(np.array([[0.0, 0, 1, 1], [1.0, 0, 2, 1]]), np.array([3, 4]), 0.0).all()  # edges touch
+    assert not may_conflict(np.array([[0.0, 0, 1, 1], [1.5, 0, 2, 1]]), np.array([3, 4]), 0.2).any()
+
+
+@pytest.mark.parametrize("seed,all_touched,radius", [(0, False, 200), (1, True, 200), (2, False, 200),
+                                                     (3, False, 40), (4, True, 60), (5, True, 80)])
+def test_random_map_and_polygons_match_sklearn(tmp_path, seed, all_touched, radius):
+    """``radius`` 200 m: most polygons overlap others; 40-80 m: most do not, and only the few that do
+    (or come within a pixel, with all_touched) are burnt a second time (:func:`may_conflict`)."""
     from rasterio.transform import from_origin
     from sklearn import metrics
 
@@ -67,7 +97,7 @@ def test_random_map_and_polygons_match_sklearn(tmp_path, seed, all_touched):
     wkts, codes = [], []
     for _ in range(40):
         cx, cy = X0 + rng.uniform(0, w * PX), Y0 - rng.uniform(0, h * PX)
-        r = rng.uniform(15, 200)
+        r = rng.uniform(15, radius)
         n = int(rng.integers(3, 8))
         ang = np.sort(rng.uniform(0, 2 * np.pi, n))
         pts = [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in ang]

@@ -46,6 +46,8 @@ class PairCounter:
         self.small = dtype in (np.dtype("uint8"), np.dtype("uint16"))
         self.nbins = 256 if dtype == np.dtype("uint8") else 65536
         self.dense = np.zeros((self.nbins, self.r1), dtype=np.int64) if self.small else None
+        # the narrowest key type that holds every key and the dump bin (uint16 for a uint8 map, < 255 classes)
+        self.key_dtype = np.uint16 if self.small and self.nbins * self.r1 < 1 << 16 else np.int64
         self.sparse: Dict[tuple, int] = {}
         self.points: Dict[tuple, int] = {}
 
@@ -55,12 +57,11 @@ class PairCounter:
                 v = values if kept.all() else values[kept]
                 self.dense[:, 0] += np.bincount(v.ravel(), minlength=self.nbins)
                 return
-            # int64 keys: bincount would copy int32 input to intp anyway
-            key = values.astype(np.int64)
-            key *= self.r1
-            key += ref1
+            key = np.multiply(values, self.r1, dtype=self.key_dtype)
+            # ref1 >= 0 and < r1 (no wrap-around); the strip's int16 seen as uint16 adds without a cast
+            np.add(key, ref1.view(np.uint16) if ref1.dtype == np.int16 else ref1, out=key, casting="unsafe")
             dump = self.nbins * self.r1
-            np.putmask(key, ~kept, dump)
+            key[~kept] = dump
             self.dense += np.bincount(key.ravel(), minlength=dump + 1)[:dump].reshape(self.nbins, self.r1)
             return
         vals = values[kept].astype(np.int64)

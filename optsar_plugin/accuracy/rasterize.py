@@ -44,16 +44,18 @@ class ReferenceStrip:
 class StripBurner:
     """Burns :class:`ReferenceData` strip by strip on a raster grid, as class indices.
 
-    The geometries go once into two in-memory OGR layers, with their class index + 1 as an
-    attribute: one in ascending class order, one in descending order.  A strip is burnt
-    twice with GDAL's rasterizer (``gdal.RasterizeLayer``, the algorithm
-    ``rasterio.features.rasterize`` wraps; later features replace earlier ones) straight
-    into numpy arrays, the layers' spatial filter set to the strip: the ascending burn
-    leaves in each pixel the *largest* class claiming it, the descending one the
-    *smallest*.  Where they differ, polygons of different classes overlap: a conflict,
-    excluded.  Where they agree, one class claims the pixel (same-class overlaps merge).
-    No geometry crosses into Python again after reading, and the work per strip does not
-    grow with the number of classes.
+    The geometries go once into an in-memory OGR layer in ascending class order, with their
+    class index + 1 as an attribute.  A strip is burnt with GDAL's rasterizer
+    (``gdal.RasterizeLayer``, the algorithm ``rasterio.features.rasterize`` wraps; later
+    features replace earlier ones) straight into a numpy array, the layer's spatial filter set
+    to the strip: each pixel gets the *largest* class claiming it.  The shapes that may share
+    a pixel with a shape of another class (:func:`may_conflict`) also go, in descending
+    order, into a second layer, burnt on the strips they reach: it leaves the *smallest*
+    class among them.  Where that one is set and differs from the largest, polygons of
+    different classes overlap: a conflict, excluded.  Everywhere else one class claims the
+    pixel (same-class overlaps merge).  Reference polygons that do not overlap - the usual
+    case - are burnt once.  No geometry crosses into Python again after reading, and the
+    work per strip does not grow with the number of classes.
     """
 
     def __init__(self, ref: ReferenceData, transform, width: int, height: int, all_touched: bool = False):
@@ -69,7 +71,10 @@ class StripBurner:
         shapes = [(position[code], geom, box) for code, items in sorted(ref.shapes_by_code.items())
                   for geom, box in items]
         self._env = np.asarray([box for _, _, box in shapes], dtype=np.float64).reshape(-1, 4)
-        self._layers = self._make_layers(shapes) if shapes else None
+        pad = sum(abs(v) for v in (transform.a, transform.b, transform.d, transform.e))  # a pixel, any rotation
+        mixed = may_conflict(self._env, np.asarray([k for k, _, _ in shapes], np.int64), pad)
+        self._mixed_env = self._env[mixed]
+        self._layers = self._make_layers(shapes, [s for s, m in zip(shapes, mixed) if m]) if shapes else None
         self._pindex = np.asarray([position[int(c)] for c in ref.point_codes], dtype=np.int64)
         # points: pixel indices (floor of the inverse transform), clipped to the grid edge
         if len(ref.point_xy):
@@ -81,8 +86,9 @@ class StripBurner:
             self._prow = np.zeros(0, dtype=np.int64)
             self._pcol = np.zeros(0, dtype=np.int64)
 
-    def _make_layers(self, shapes):
-        """(ascending, descending) in-memory layers of the shapes with their class index + 1 in field ``k``."""
+    def _make_layers(self, shapes, mixed):
+        """In-memory layers with class index + 1 in field ``k``: all shapes in ascending class order, and
+        ``mixed`` (those that may overlap another class) in descending order (None when there are none)."""
         from ..vector_io import ogr_modules
 
         _, ogr, osr = ogr_modules()
@@ -92,7 +98,10 @@ class StripBurner:
         srs.SetLocalCS("raster grid")
         self._wkt = srs.ExportToWkt()
         layers = []
-        for name, order in (("ascending", shapes), ("descending", shapes[::-1])):
+        for name, order in (("ascending", shapes), ("descending", mixed[::-1])):
+            if not order:
+                layers.append(None)
+                continue
             layer = self._store.CreateLayer(name, srs, geom_type=ogr.wkbUnknown)
             layer.CreateField(ogr.FieldDefn("k", ogr.OFTInteger))
             defn = layer.GetLayerDefn()
@@ -132,9 +141,10 @@ class StripBurner:
             ylo, yhi = min(y0, y1) - margin, max(y0, y1) + margin
             if np.any((self._env[:, 3] >= ylo) & (self._env[:, 1] <= yhi)):
                 largest = self._burn(self._layers[0], row_off, height, ylo, yhi)
-                smallest = self._burn(self._layers[1], row_off, height, ylo, yhi)
-                conflict = largest != smallest  # polygons of different classes claim the pixel
-                conflict_pixels = int(np.count_nonzero(conflict))
+                if np.any((self._mixed_env[:, 3] >= ylo) & (self._mixed_env[:, 1] <= yhi)):
+                    smallest = self._burn(self._layers[1], row_off, height, ylo, yhi)
+                    conflict = (smallest > 0) & (smallest != largest)  # polygons of different classes claim it
+                    conflict_pixels = int(np.count_nonzero(conflict))
                 largest -= 1  # class index, NO_REFERENCE (-1) where no polygon
                 if conflict_pixels:
                     largest[conflict] = NO_REFERENCE
@@ -171,6 +181,51 @@ class StripBurner:
         if err != 0:
             raise RuntimeError(f"GDAL could not burn the reference polygons (error {err})")
         return out
+
+
+def may_conflict(env: np.ndarray, classes: np.ndarray, pad: float, max_pairs: int = 4_000_000) -> np.ndarray:
+    """Which shapes' envelopes, grown by ``pad``, meet the envelope of a shape of another class.
+
+    ``env`` (N, 4) ``(minx, miny, maxx, maxy)``; returns a bool mask (N,).  Only such shapes
+    can claim a pixel together with a shape of another class (``pad`` of one pixel covers
+    ``all_touched``).  The envelopes are hashed into a grid of cells the size of a typical
+    envelope and compared pairwise within each cell (numpy, no Python loop over shapes).
+    When that would make more than ``max_pairs`` pairs (huge or heavily stacked shapes),
+    every shape counts as possibly conflicting, which is always safe.
+    """
+    n = len(env)
+    if n < 2 or len(np.unique(classes)) < 2:
+        return np.zeros(n, bool)
+    box = env + np.array([-pad, -pad, pad, pad])
+    cell = max(float(np.percentile(np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]), 90)), pad, 1e-9)
+    lo = np.floor((box[:, :2] - box[:, :2].min(axis=0)) / cell).astype(np.int64)
+    hi = np.floor((box[:, 2:] - box[:, :2].min(axis=0)) / cell).astype(np.int64)
+    span = hi - lo + 1
+    per_shape = span[:, 0] * span[:, 1]
+    if per_shape.sum() > 8 * n:
+        return np.ones(n, bool)
+    shape_of = np.repeat(np.arange(n), per_shape)  # one entry per (shape, cell it reaches)
+    k = np.arange(len(shape_of)) - np.repeat(np.cumsum(per_shape) - per_shape, per_shape)
+    cx = lo[shape_of, 0] + k % span[shape_of, 0]
+    cy = lo[shape_of, 1] + k // span[shape_of, 0]
+    order = np.argsort(cx * (int(hi[:, 1].max()) + 1) + cy, kind="stable")
+    cell_id = (cx * (int(hi[:, 1].max()) + 1) + cy)[order]
+    shape_of = shape_of[order]
+    starts = np.flatnonzero(np.r_[True, cell_id[1:] != cell_id[:-1]])
+    sizes = np.diff(np.r_[starts, len(cell_id)])
+    if int((sizes.astype(np.int64) ** 2).sum()) > max_pairs:
+        return np.ones(n, bool)
+    per_entry = np.repeat(sizes, sizes)  # each entry meets every entry of its cell
+    a = np.repeat(np.arange(len(cell_id)), per_entry)
+    b = np.repeat(np.repeat(starts, sizes), per_entry) + (np.arange(len(a)) - np.repeat(np.cumsum(per_entry) - per_entry,
+                                                                                         per_entry))
+    a, b = shape_of[a], shape_of[b]
+    hit = (classes[a] != classes[b]) & (box[a, 0] <= box[b, 2]) & (box[b, 0] <= box[a, 2]) \
+        & (box[a, 1] <= box[b, 3]) & (box[b, 1] <= box[a, 3])
+    out = np.zeros(n, bool)
+    out[a[hit]] = True
+    out[b[hit]] = True
+    return out
 
 
 def strips(height: int, strip_rows: int) -> Iterator[Tuple[int, int]]:
