@@ -89,11 +89,13 @@ class Cluster:
         self.client, self.workers, self.threads, self._local = client, workers, threads, local
 
     def stop_now(self) -> List[int]:
-        """Kill a LocalCluster's worker processes at once (on cancellation); a remote cluster is left alone.
+        """Kill a LocalCluster's worker processes at once; a remote cluster is left alone.
 
         A graceful close waits for each worker's interpreter to shut down (seconds with torch
-        loaded); a cancelled run must end sooner, and what the killed workers were writing
-        is swept afterwards (:func:`optsar_plugin.fileio.sweep_leftovers`).  Returns the killed process ids.
+        loaded).  Used on cancellation - a cancelled run must end sooner, and what the killed
+        workers were writing is swept afterwards (:func:`optsar_plugin.fileio.sweep_leftovers`) -
+        and once every task has returned, when no worker has anything left to write.
+        Returns the killed process ids.
         """
         killed = []
         for nanny in list(self._local.workers.values()) if self._local is not None else []:
