@@ -1,6 +1,6 @@
 """Benchmark of batch classification on Dask (``make bench``; not a pytest test).
 
-    python tests/benchmarks/bench_batch.py [--scenes 6] [--size 768] [--workdir DIR] [--json out.json]
+    python tests/benchmarks/bench_batch.py [--scenes 8] [--size 2048] [--workdir DIR] [--json out.json]
 
 ``--scenes`` synthetic scenes of ``--size`` x ``--size`` px (4 optical bands in UTM, 2 SAR bands in
 EPSG:4326, as in ``bench_classify``) and a small CloudLULC-Net with fixed-seed random weights
@@ -14,7 +14,11 @@ cluster start and shutdown included):
 3. ``python -m optsar_plugin batch --workers 2``.
 
 It prints scenes per minute for each, the ratio of two workers to one, and the **batch
-layer's overhead** = (one-worker batch - sequential loop) / sequential loop (goal: under 5 %).
+layer's overhead** = (one-worker batch - sequential loop) / sequential loop (goal: under 5 %), and
+that difference in seconds: it is mostly a fixed start-up (importing Dask, starting the scheduler and
+the worker process), so its share shrinks as the work grows.  The default, 8 scenes of 2048 x 2048 px
+(about 35 s of work here), is still small beside one Sentinel-2 tile (10980 x 10980 px); with
+``--scenes 6 --size 768`` (9 s of work) the same fixed cost is a larger share (+13 % measured).
 With N workers each worker's torch gets cores / N threads, so on a 2-core machine two workers
 mostly overlap one scene's reading and writing with the other's network.
 """
@@ -85,8 +89,8 @@ def timed(cmd, out: Path) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenes", type=int, default=6)
-    ap.add_argument("--size", type=int, default=768)
+    ap.add_argument("--scenes", type=int, default=8)
+    ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--workdir", default=None, help="keep the generated scenes here (default: a temporary folder)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -110,7 +114,8 @@ def main(argv=None) -> int:
         one, two, loop = runs["batch, 1 worker(s)"], runs["batch, 2 worker(s)"], runs["sequential loop"]
         overhead = (one - loop) / loop
         print(f"  two workers / one worker (scenes per minute): {one / two:.2f}")
-        print(f"  batch layer overhead against the sequential loop: {100 * overhead:+.1f} % (goal < 5 %: "
+        print(f"  batch layer overhead against the sequential loop: {100 * overhead:+.1f} %, {one - loop:+.1f} s "
+              f"(goal < 5 %: "
               f"{'met' if overhead < 0.05 else 'NOT MET'})")
         if args.json:
             Path(args.json).write_text(json.dumps({"scenes": args.scenes, "size": args.size, "seconds": runs,
