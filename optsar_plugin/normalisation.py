@@ -204,12 +204,14 @@ def compute_stats(samples: np.ndarray, kind: str, valid: Optional[np.ndarray] = 
     return out
 
 
-def apply(array: np.ndarray, stats: Dict, invalid: Optional[np.ndarray] = None, units: Optional[Dict] = None) -> np.ndarray:
+def apply(array: np.ndarray, stats: Dict, invalid: Optional[np.ndarray] = None, units: Optional[Dict] = None,
+          out: Optional[np.ndarray] = None) -> np.ndarray:
     """Normalise ``array`` (bands, H, W) with ``stats``; returns float32 with invalid pixels at 0.
 
     ``units``: the units of *this* input (:func:`raster_units`); default: the training
     data's (``stats["units"]``).  Statistics without recorded units apply to raw values
     (``to_db`` converting all SAR bands), as checkpoints before units were recorded.
+    ``out``: a float32 array of the same shape to write into (the inference batch buffers).
     """
     if "units" in stats:
         x = to_physical(array, units or stats["units"])
@@ -217,23 +219,29 @@ def apply(array: np.ndarray, stats: Dict, invalid: Optional[np.ndarray] = None, 
         x = np.asarray(array, dtype=np.float32)
         if stats.get("to_db"):
             x = to_db(x)
-    return standardise(x, stats, invalid)
+    return standardise(x, stats, invalid, out=out)
 
 
-def standardise(x: np.ndarray, stats: Dict, invalid: Optional[np.ndarray] = None) -> np.ndarray:
-    """The robust z-score of values already in the statistics' units, clipped; invalid pixels -> 0."""
+def standardise(x: np.ndarray, stats: Dict, invalid: Optional[np.ndarray] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The robust z-score of values already in the statistics' units, clipped; invalid pixels -> 0.
+
+    Computed in place in ``out`` (a new array when None): four passes over the data, no temporaries
+    but one boolean mask.
+    """
     x = np.asarray(x, dtype=np.float32)
     center = np.asarray(stats["center"], np.float32).reshape(-1, 1, 1)
     scale = np.asarray(stats["scale"], np.float32).reshape(-1, 1, 1)
     if center.shape[0] != x.shape[0]:
         raise ValueError(f"normalisation has {center.shape[0]} bands, data has {x.shape[0]}")
-    out = (x - center) / scale
+    out = np.subtract(x, center, out=out)
+    out /= scale
     clip = float(stats.get("clip", CLIP))
-    out = np.clip(out, -clip, clip)
-    bad = ~np.isfinite(out)
+    np.clip(out, -clip, clip, out=out)  # NaN stays NaN, infinities become the bounds
+    bad = np.isnan(out)
     if invalid is not None:
         bad |= np.broadcast_to(invalid, out.shape)
-    out[bad] = 0.0
+    np.copyto(out, 0.0, where=bad)
     return out
 
 

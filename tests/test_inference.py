@@ -511,13 +511,20 @@ def test_gdal_cache_is_capped_for_the_run_and_restored(tmp_path):
     assert gdal.GetCacheMax() == before  # process-wide settings are left as they were
 
 
-def test_striped_inputs_get_a_cache_holding_a_window_row(tmp_path):
+def test_the_cache_holds_a_window_row_of_every_inputs_blocks(tmp_path):
+    """Striped or tiled, a wide input gets a cache that keeps one row of windows' blocks (the next row of
+    windows needs its bottom blocks again); the rows of all inputs add up; a small scene gets the floor."""
     striped = write(tmp_path / "striped.tif", np.ones((3, 64, 20000), np.uint16))
     tiled = write(tmp_path / "tiled.tif", np.ones((3, 512, 512), np.uint16), tiled=True)
-    with rasterio.open(striped) as a, rasterio.open(tiled) as b:
+    wide = write(tmp_path / "wide.tif", np.ones((2, 256, 12000), np.float32), tiled=True)
+    with rasterio.open(striped) as a, rasterio.open(tiled) as b, rasterio.open(wide) as c:
         assert windows.gdal_cache_bytes(rasterio, (b, None), 512) == inference.GDAL_CACHE_BYTES
-        need = windows.gdal_cache_bytes(rasterio, (b, a), 512)
-    assert need > inference.GDAL_CACHE_BYTES and need >= 512 * 20000 * 3 * 2  # a 512-row strip fits
+        need_a = windows.gdal_cache_bytes(rasterio, (b, a), 512)
+        need_c = windows.gdal_cache_bytes(rasterio, (b, c), 512)
+        need_ac = windows.gdal_cache_bytes(rasterio, (a, c), 512)
+    assert need_a > inference.GDAL_CACHE_BYTES and need_a >= 512 * 20000 * 3 * 2  # a 512-row strip fits
+    assert need_c >= (512 + 256) * 12000 * 2 * 4  # a window row plus a row of tiles
+    assert need_ac >= need_a + need_c - inference.GDAL_CACHE_BYTES
 
 
 def test_real_sentinel_pair_with_partial_sar_footprint(realdata, tmp_path):

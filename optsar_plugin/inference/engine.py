@@ -118,7 +118,8 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
                 feedback.info(f"Cloud mask: non-zero pixels are cloud; optical data under clouds: {handling} "
                               "(cloudy pixels keep their prediction).")
             grid = plan_windows(scene.region, tile, overlap, min_tile)
-            cap_gdal_cache(stack, scene.native, grid.th)
+            warped = tuple(ds for ds in (scene.sar, scene.cloud) if ds is not None and ds not in scene.native)
+            cap_gdal_cache(stack, scene.native + warped, grid.th)
             feedback.info(f"Classifying {scene.width} x {scene.height} px in {grid.n_windows} window(s) of "
                           f"{grid.tw} x {grid.th} px (overlap {overlap} px, batch {opts.batch_size}).")
             rasters = OutputRasters(stack, temps, scene.optical.crs, _region_transform(scene), scene.width,

@@ -6,9 +6,10 @@
   neighbouring windows always overlap by exactly ``overlap`` pixels.  A scene smaller
   than the tile is one window of its size rounded up to a multiple of 32.
 * **Reading**: the next batch is read and normalised in the background while the
-  current one is in the network and being blended; the optical raster and the SAR raster
-  (whose warping is the dearest part) are read by two threads at once (GDAL's decoding and
-  warping, numpy and torch release the GIL), so reading costs little wall time on a GPU
+  current one is in the network and being blended; the SAR raster (whose warping is the
+  dearest part) is warped by a thread of its own that runs a batch ahead and does nothing
+  else, while another thread reads the optical raster and normalises both (GDAL's decoding
+  and warping, numpy and torch release the GIL), so reading costs little wall time on a GPU
   and uses two cores on a CPU.  Each input is touched by one thread only.  Two sets of
   batch arrays are used in turn.
 * **Nodata**: a pixel is nodata when all selected optical bands, or all selected SAR
@@ -18,7 +19,7 @@
 * **Process-level memory**: the GDAL block cache is capped at :data:`GDAL_CACHE_BYTES`
   during the run (more only for striped inputs, see :func:`gdal_cache_bytes`; the
   GDAL_CACHEMAX environment variable wins), and freed heap pages are returned to the OS
-  after every window (glibc ``malloc_trim``, :func:`trim_heap`), so heap fragmentation
+  after every batch (glibc ``malloc_trim``, :func:`trim_heap`), so heap fragmentation
   does not creep up with the number of windows.
 """
 
@@ -68,35 +69,33 @@ def plan_windows(region, tile: int, overlap: int, min_tile: int) -> Grid:
 
 
 def gdal_cache_bytes(rasterio, sources, rows: int) -> int:
-    """GDAL block cache for the run: :data:`GDAL_CACHE_BYTES`, more only for striped inputs.
+    """GDAL block cache for the run: one window row of every input's blocks, at least :data:`GDAL_CACHE_BYTES`.
 
-    GDAL's default cache is 5 % of the RAM; input blocks and output blocks waiting
-    for compression would fill it and make the process grow with the scene, so it
-    is capped for the run (rasterio restores it afterwards) at a constant, so that
-    memory does not grow with the scene.  Windows overlap and are not aligned with the
-    blocks, so a block is decompressed, and a warped SAR block warped, two or three times
-    when the cache cannot keep it for the neighbours.  Measured alone (bench_classify,
-    8000 x 8000, SAR warped from EPSG:4326, near-free predictor): a 16 MB cap took 25.6 s
-    against 10.2 s for a plain read-warp-write loop, 64 MB 15.5 s; the peak memory of an
-    8000 x 8000 scene went from 323 to 368 MiB (1.24 times that of a 1000 x 1000 scene,
-    which does not fill the cache, instead of 1.13).  The I/O-bound case is the GPU one,
-    where 45 MiB do not matter and 40 % of the time does.  ``GDAL_CACHEMAX`` set by the
-    user overrides this cap.  A *striped*
-    input (blocks as wide as the raster, GDAL's default layout) is read a full-width
-    strip at a time, so the cache must
-    hold one window row of its strips or every window would decompress them again;
-    then the cap is that size (at most 1 GiB) - the one case where memory grows
-    with the scene width.  Never more than the current cache size.
+    ``sources``: the datasets the windows are read from - the inputs as opened and the warped
+    views of them (a warped SAR block is costly to make again) - None for an absent input.
+    Windows overlap and are not aligned with the blocks, so the next row of windows needs blocks
+    the current row used: the bottom blocks of every input across the scene's width.  GDAL's
+    cache is least-recently-used, so it keeps them only if it holds a whole row of windows'
+    blocks (``(rows + block height) x width`` per input); a smaller cache evicts each block
+    before its second use, and then blocks are decompressed, and SAR blocks warped, two or
+    three times.  Measured alone (bench_classify, 8000 x 8000, SAR warped from EPSG:4326,
+    near-free predictor, against 9.6 s for a plain read-warp-write loop): a 16 MB cap took
+    25.6 s, 64 MB 13.0 s, a window row (about 180 MB here) 10 s.
+
+    So memory grows with the scene's *width* (like the blender's overlap band), never with
+    its height or area: 1.25 x one window row of blocks, at most 1 GiB and never more than
+    GDAL's current cache size (5 % of the RAM by default; ``GDAL_CACHEMAX`` set by the user
+    overrides the whole rule).  GDAL's default would otherwise let input blocks and output
+    blocks waiting for compression grow with the scene.
     """
-    need = GDAL_CACHE_BYTES
+    need = 0
     for ds in sources:
         if ds is None:
             continue
-        bh, bw = ds.block_shapes[0]
-        if bw >= ds.width:  # striped
-            itemsize = sum(np.dtype(t).itemsize for t in ds.dtypes)
-            need = max(need, int(1.25 * (rows + bh) * ds.width * itemsize))
-    need = min(need, 2**30)
+        bh = ds.block_shapes[0][0]
+        itemsize = sum(np.dtype(t).itemsize for t in ds.dtypes)
+        need += int(1.25 * (rows + bh) * ds.width * itemsize)
+    need = min(max(need, GDAL_CACHE_BYTES), 2**30)
     current = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
     try:
         current = int(current)
@@ -136,7 +135,7 @@ _TRIM = _libc_trim()
 
 
 def trim_heap() -> None:
-    """Give freed heap pages back to the OS (called once per window read and blended).
+    """Give freed heap pages back to the OS (called once per batch of windows read, and blended).
 
     Each window allocates and frees tens of MB of numpy arrays; glibc raises its
     mmap threshold after the first such free, so later arrays come from the heap
@@ -159,11 +158,13 @@ class BatchReader:
     SAR arrays (None when no window of the batch has one).  Batch ``b + 2`` may only be
     read after batch ``b`` has been predicted and blended (its arrays are reused).
 
-    The optical raster (with the cloud mask) and the SAR raster are read by two threads at
-    once (decoding and warping release the GIL).  Each input is touched by its own thread
-    only - a dataset must not be shared between threads - and always by the same one, so
-    GDAL's block cache of that input serves neighbouring windows.  ``stack`` shuts the
-    threads down.
+    The SAR raster, whose warping is the dearest part of reading, has a thread of its own that
+    does nothing else: it warps batch ``b + 1`` while batch ``b``'s SAR windows are being
+    normalised, so it never waits for the rest of the pipeline.  The optical raster (with the
+    cloud mask) is read, and both inputs are normalised, by the thread that calls ``read``
+    (decoding and warping release the GIL).  Each input is touched by its own thread only - a
+    dataset must not be shared between threads - and always by the same one, so GDAL's block
+    cache of that input serves neighbouring windows.  ``stack`` shuts the thread down.
     """
 
     def __init__(self, stack, scene, grid: Grid, stats, handling: str, batch_size: int, feedback):
@@ -174,6 +175,7 @@ class BatchReader:
                          np.empty((batch_size, sb, grid.th, grid.tw), np.float32))
                         for _ in range(min(2, len(self.batches)))]
         self.sar_pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="optsar-read-sar"))
+        self._sar = {}  # batch -> future of its raw SAR windows (at most two batches ahead)
 
     def units(self, kind: str):
         """This scene's encoding of ``kind`` (None: the training data's, see :mod:`optsar_plugin.normalisation`)."""
@@ -186,32 +188,51 @@ class BatchReader:
             check_cancel(self.feedback)
             yield k, s.region.row_off + g.rows[i], s.region.col_off + g.cols[j]
 
-    def _read(self, b: int, which: str):
-        """One input of batch ``b`` normalised into its buffer; per window (all-invalid mask, cloud mask or None)."""
+    def _warp_sar(self, b: int) -> list:
+        """Batch ``b``'s SAR windows as read (warped), in the SAR thread."""
         s, g = self.scene, self.grid
-        ds, bands, buf = ((s.optical, s.optical_bands, self.buffers[b % 2][0]) if which == "optical"
-                          else (s.sar, s.sar_bands, self.buffers[b % 2][1]))
+        return [raster_io.read_window(s.sar, s.sar_bands, r, c, g.th, g.tw) for _, r, c in self._windows(b)]
+
+    def _sar_future(self, b: int):
+        if b not in self._sar and b < len(self.batches):
+            self._sar[b] = self.sar_pool.submit(self._warp_sar, b)
+        return self._sar.get(b)
+
+    def _read_optical(self, b: int) -> list:
+        """Batch ``b``'s optical windows normalised into their buffer; per window (all-invalid mask, cloud or None)."""
+        s, g = self.scene, self.grid
+        buf = self.buffers[b % 2][0]
         out = []
         for k, r, c in self._windows(b):
-            data = raster_io.read_window(ds, bands, r, c, g.th, g.tw)
-            cloud = None
-            if which == "optical" and s.cloud is not None:
-                cloud = raster_io.read_cloud(s.cloud, r, c, g.th, g.tw)
-            buf[k] = normalisation.apply(data, self.stats[which], units=self.units(which))
+            data = raster_io.read_window(s.optical, s.optical_bands, r, c, g.th, g.tw)
+            cloud = raster_io.read_cloud(s.cloud, r, c, g.th, g.tw) if s.cloud is not None else None
+            normalisation.apply(data, self.stats["optical"], units=self.units("optical"), out=buf[k])
             if cloud is not None and self.handling == "zero":
                 buf[k][:, cloud] = 0.0
             out.append((raster_io.all_invalid(data), cloud))
             del data
-            trim_heap()
+        return out
+
+    def _normalise_sar(self, b: int, windows: list) -> list:
+        buf = self.buffers[b % 2][1]
+        out = []
+        for k, data in enumerate(windows):
+            normalisation.apply(data, self.stats["sar"], units=self.units("sar"), out=buf[k])
+            out.append((raster_io.all_invalid(data), None))
+        windows.clear()
         return out
 
     def read(self, b: int):
         opt_b, sar_b = self.buffers[b % 2]  # normalised windows go straight in (no second copy by stacking)
-        sar_future = self.sar_pool.submit(self._read, b, "sar")
+        sar_future = self._sar_future(b)
+        self._sar_future(b + 1)  # the SAR thread goes straight on to the next batch
         try:
-            optical = self._read(b, "optical")
+            optical = self._read_optical(b)
         finally:
-            sar = sar_future.result()
+            raw = sar_future.result()
+            del self._sar[b]
+        sar = self._normalise_sar(b, raw)
+        trim_heap()
         items, live = [], []
         for k, ((i, j), (o_invalid, cloud), (s_invalid, _)) in enumerate(zip(self.batches[b], optical, sar)):
             valid = ~(o_invalid | s_invalid)
@@ -244,8 +265,9 @@ def stream_windows(reader: BatchReader, runner, blender, feedback) -> None:
             where = {k: n for n, k in enumerate(live)}
             for k, (i, j, valid, cloud) in enumerate(items):
                 blender.add(i, j, probs[where[k]] if k in where else None, valid, cloud)
-                trim_heap()
                 done += 1
                 pct = int(100 * done / total)
                 feedback.progress(done / total, f"Window {done} of {total}" if pct != last_pct else None)
                 last_pct = pct
+            del probs
+            trim_heap()
