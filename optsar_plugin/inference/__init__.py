@@ -23,9 +23,11 @@ Choices (the papers say nothing about deployment; these are ours), each explaine
 its module: the output grid is the optical grid (:mod:`.scene`); windows overlap by
 exactly ``overlap`` px and are padded by reflection at the edges (:mod:`.windows`);
 Hann-like blending with a floor removes seams (:mod:`.blender`); memory grows only with
-the scene *width* times ``overlap`` (about 20 MB for 8000 px, 9 classes, overlap 64),
-never with its height or area; a pixel is nodata (255) when all its optical or all its
-SAR bands are; no valid pixel at all is an error and nothing is written.
+the scene *width* - the blender's band of ``overlap`` rows (about 20 MB for 8000 px, 9
+classes, overlap 64) and GDAL's cache of one window row of input blocks (about 180 MB for
+8000 px, :func:`.windows.gdal_cache_bytes`) - never with its height or area; a pixel is
+nodata (255) when all its optical or all its SAR bands are; no valid pixel at all is an
+error and nothing is written.
 
 **Cloud mask** (optional, non-zero = cloud): cloudy pixels keep their prediction in every
 mode (the SAR fills in); the mask only changes what the model sees
