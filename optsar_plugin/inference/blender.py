@@ -56,6 +56,7 @@ class StreamingBlender:
         self._best, self._idx, self._more = (np.empty((th, tw), t) for t in (np.float32, np.uint8, bool))
         self.carry = np.zeros((C + 1, self.ov_h, W), np.float32)
         self.lut = np.asarray(codes, np.uint8)
+        self.identity = bool(np.array_equal(self.lut, np.arange(C)))  # codes 0..C-1: class index = code
         self.sink = sink
         self.want_conf, self.want_probs = confidence, probabilities
         self.valid_pixels = 0
@@ -109,8 +110,10 @@ class StreamingBlender:
         wsum = block[C]
         ok = valid & (wsum > 0)
         # argmax of the weighted sums = argmax of the probabilities (one positive weight sum per pixel)
-        codes = self.lut[self._argmax(block[:C])]
-        codes[~ok] = NODATA
+        idx = self._argmax(block[:C])
+        codes = idx.copy() if self.identity else self.lut[idx]
+        if not ok.all():
+            codes[~ok] = NODATA
         if self.want_conf or self.want_probs:
             probs = block[:C] / np.where(wsum > 0, wsum, 1.0)
         self.valid_pixels += int(ok.sum())
