@@ -363,6 +363,30 @@ def test_sar_in_epsg4326_over_utm_optical_works(tmp_path):
     assert set(np.unique(out)) == {0, 6}
 
 
+def test_each_input_is_read_by_one_thread_and_the_sar_by_its_own(tmp_path, monkeypatch):
+    """GDAL datasets are not thread-safe: every input is read by one thread only, always the same one;
+    the warped SAR by a thread that reads nothing else (it runs ahead of the others), over many batches."""
+    import threading
+
+    from optsar_plugin import raster_io
+
+    o, s = scene(tmp_path, 200, 230)
+    readers = {}
+    real = raster_io.read_window
+
+    def spy(ds, *args, **kwargs):
+        readers.setdefault(raster_io.dataset_path(ds), set()).add(threading.get_ident())
+        return real(ds, *args, **kwargs)
+
+    monkeypatch.setattr(raster_io, "read_window", spy)
+    res = run_inference(o, s, tmp_path / "out.tif", metadata(), linear_predictor, tile_size=64, overlap=16,
+                        batch_size=2)
+    assert res["windows"] >= 16
+    assert set(readers) == {o, s}
+    assert all(len(threads) == 1 for threads in readers.values()), readers
+    assert readers[o] != readers[s] and threading.get_ident() not in readers[o] | readers[s]
+
+
 def test_extent_is_snapped_to_the_optical_grid(tmp_path):
     o, s = scene(tmp_path, 100, 100)
     run_inference(o, s, tmp_path / "out.tif", metadata(), linear_predictor, tile_size=64, overlap=16,
