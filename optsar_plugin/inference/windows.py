@@ -16,9 +16,9 @@
   bands, are nodata/NaN there (after warping: SAR outside its footprint counts as
   nodata).  A single missing band is set to 0 after normalisation (the training median).
   Windows without any valid pixel skip the model.
-* **Process-level memory**: the GDAL block cache is capped at :data:`GDAL_CACHE_BYTES`
-  during the run (more only for striped inputs, see :func:`gdal_cache_bytes`; the
-  GDAL_CACHEMAX environment variable wins), and freed heap pages are returned to the OS
+* **Process-level memory**: the GDAL block cache is capped during the run at one window row
+  of every input's blocks, at least :data:`GDAL_CACHE_BYTES` (see :func:`gdal_cache_bytes`;
+  the GDAL_CACHEMAX environment variable wins), and freed heap pages are returned to the OS
   after every batch (glibc ``malloc_trim``, :func:`trim_heap`), so heap fragmentation
   does not creep up with the number of windows.
 """
