@@ -205,20 +205,18 @@ def may_conflict(env: np.ndarray, classes: np.ndarray, pad: float, max_pairs: in
     if per_shape.sum() > 8 * n:
         return np.ones(n, bool)
     shape_of = np.repeat(np.arange(n), per_shape)  # one entry per (shape, cell it reaches)
-    k = np.arange(len(shape_of)) - np.repeat(np.cumsum(per_shape) - per_shape, per_shape)
-    cx = lo[shape_of, 0] + k % span[shape_of, 0]
-    cy = lo[shape_of, 1] + k // span[shape_of, 0]
-    order = np.argsort(cx * (int(hi[:, 1].max()) + 1) + cy, kind="stable")
-    cell_id = (cx * (int(hi[:, 1].max()) + 1) + cy)[order]
-    shape_of = shape_of[order]
+    k = _offsets(per_shape)
+    cell_id = (lo[shape_of, 0] + k % span[shape_of, 0]) * (int(hi[:, 1].max()) + 1) \
+        + lo[shape_of, 1] + k // span[shape_of, 0]
+    order = np.argsort(cell_id, kind="stable")
+    cell_id, shape_of = cell_id[order], shape_of[order]
     starts = np.flatnonzero(np.r_[True, cell_id[1:] != cell_id[:-1]])
     sizes = np.diff(np.r_[starts, len(cell_id)])
     if int((sizes.astype(np.int64) ** 2).sum()) > max_pairs:
         return np.ones(n, bool)
     per_entry = np.repeat(sizes, sizes)  # each entry meets every entry of its cell
     a = np.repeat(np.arange(len(cell_id)), per_entry)
-    b = np.repeat(np.repeat(starts, sizes), per_entry) + (np.arange(len(a)) - np.repeat(np.cumsum(per_entry) - per_entry,
-                                                                                         per_entry))
+    b = np.repeat(np.repeat(starts, sizes), per_entry) + _offsets(per_entry)
     a, b = shape_of[a], shape_of[b]
     hit = (classes[a] != classes[b]) & (box[a, 0] <= box[b, 2]) & (box[b, 0] <= box[a, 2]) \
         & (box[a, 1] <= box[b, 3]) & (box[b, 1] <= box[a, 3])
@@ -226,6 +224,11 @@ def may_conflict(env: np.ndarray, classes: np.ndarray, pad: float, max_pairs: in
     out[a[hit]] = True
     out[b[hit]] = True
     return out
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ..., c - 1 for each count c, concatenated (the position of each entry within its run)."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
 def strips(height: int, strip_rows: int) -> Iterator[Tuple[int, int]]:
