@@ -8,7 +8,8 @@ poly 1.0 (its ConvNeXt/UPerNet recipe); SpecSAR-Former lr 5e-4 with cosine annea
 (paper), weight decay 0.01 (SegFormer); CloudLULC-Net (no recipe published) lr 1e-4,
 weight decay 0.01, poly 0.9 (CMX).  The ``small`` variants, trained from scratch on a
 CPU for a short budget, use lr 1e-3 (measured: the paper rates barely move them in
-that budget).  ``learning_rate`` overrides all of these.
+that budget), MOSFNet's 1e-2 (:data:`MOSFNET_SMALL_LR`).  ``learning_rate`` overrides
+all of these.
 
 **Sizes** (:data:`SIZE_PRESETS`): ``paper`` builds each network as published;
 ``small`` narrows and shallows it (same modules, same wiring) so it trains in minutes
@@ -45,8 +46,17 @@ class Recipe:
     source: str
 
 
+# MOSFNet small (ConvNeXtV2-atto encoders, trained from scratch) learns far more slowly per step than the
+# other two small variants at lr 1e-3, and its CPU budget has a third of their steps.  Chosen by the runs'
+# own validation mIoU on the demo scene (300 steps, seed 0: lr 1e-3 0.40, 2e-3 0.43, 3e-3 0.51, 5e-3 0.67,
+# 1e-2 0.87) and checked on the real chip's development splits, which never see the assessed half (water
+# IoU, dev / dev2: 1e-3 0.490 / 0.276, 1e-2 0.519 / 0.387).  CloudLULC-Net is not helped by a higher rate
+# (3e-3: dev / dev2 0.530 / 0.680 against 0.530 / 0.689), so the other variants keep 1e-3.
+MOSFNET_SMALL_LR = 1e-2
+
 RECIPES: Dict[str, Recipe] = {
-    "mosfnet": Recipe(1e-4, 1e-3, 0.05, "poly", 1.0, "paper: AdamW lr 1e-4; ConvNeXt/UPerNet recipe: wd 0.05, poly 1.0"),
+    "mosfnet": Recipe(1e-4, MOSFNET_SMALL_LR, 0.05, "poly", 1.0,
+                      "paper: AdamW lr 1e-4; ConvNeXt/UPerNet recipe: wd 0.05, poly 1.0"),
     "specsar_former": Recipe(5e-4, 1e-3, 0.01, "cosine", 1.0, "paper: AdamW lr 5e-4, cosine annealing; SegFormer: wd 0.01"),
     "cloudlulc_net": Recipe(1e-4, 1e-3, 0.01, "poly", 0.9, "paper silent; CMX recipe: AdamW, wd 0.01, poly 0.9"),
 }
