@@ -104,7 +104,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         "<b>Epochs</b> (EPOCHS, advanced, 0 = from the step budget): a fixed number of epochs of STEPS_PER_EPOCH "
         "steps instead. <b>Tile size</b> (TILE_SIZE, px, multiple of 32, at least 64, 0 = automatic: 128 on a CPU, "
         "512 on a GPU, at most the raster) and <b>Batch size</b> (BATCH_SIZE, 0 = automatic). <b>Learning rate</b> "
-        "(LEARNING_RATE, 0 = the model's recipe: AdamW with warm-up and poly/cosine decay; 1e-3 for small models). "
+        "(LEARNING_RATE, 0 = the model's recipe: AdamW with warm-up and poly/cosine decay; 1e-3 for small models, 1e-2 for MOSFNet small). "
         "<b>Validation fraction</b> (VALIDATION_FRACTION): share of the labelled pixels held out as whole spatial "
         "blocks (two tiles wide, smaller when the labels cover only a few tiles, so that a single labelled chip "
         "still trains), never random pixels, which would inflate the accuracy; 0 = no validation, keep the last "
