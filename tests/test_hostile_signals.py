@@ -27,18 +27,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def big(hostile_data, tmp_path_factory):
-    """A 512 x 512 scene (a classification of it takes long enough to be killed half-way) and the tiny checkpoint."""
+    """A 1024 x 1024 scene and the tiny checkpoint: classified with 64 px tiles, batch 1 and test-time
+    augmentation d4 (:data:`SLOW`) it takes seconds even on a fast CPU, long enough to be killed half-way
+    (a 512 x 512 scene without TTA was written in 0.3 s, before the signal came)."""
     from optsar_plugin.sample_scene import make_sample_scene
 
     folder = tmp_path_factory.mktemp("hostile_big")
-    paths = make_sample_scene(folder / "scene", size=512, seed=5, clouds=False)
+    paths = make_sample_scene(folder / "scene", size=1024, seed=5, clouds=False)
     return {"optical": paths["optical"], "sar": paths["sar"], "checkpoint": hostile_data["CK"], "folder": folder}
+
+
+SLOW = ("--tta", "d4")  # 8 passes per window: a run lasts long enough to be interrupted
 
 
 def classify_cmd(big, output, *extra):
     return [sys.executable, "-m", "optsar_plugin", "classify", "--optical", big["optical"], "--sar", big["sar"],
             "--checkpoint", big["checkpoint"], "--device", "cpu", "--tile-size", "64", "--batch-size", "1",
-            "--output", str(output), *extra]
+            *SLOW, "--output", str(output), *extra]
 
 
 def temps(folder: Path):
@@ -107,7 +112,7 @@ def test_cli_sigkill_leftovers_are_swept_by_the_next_run(big, hostile_data, tmp_
 def worker_job(big, output):
     return json.dumps({"protocol": 1, "function": "classify", "kwargs": {
         "optical": big["optical"], "sar": big["sar"], "checkpoint": big["checkpoint"], "output": str(output),
-        "device": "cpu", "tile_size": 64, "batch_size": 1}})
+        "device": "cpu", "tile_size": 64, "batch_size": 1, "tta": "d4"}})
 
 
 def start_worker(big, output):
@@ -145,7 +150,7 @@ def test_qgis_process_killed_mid_run_leaves_no_worker_and_no_file(big, tmp_path,
     """qgis_process dies (a closed terminal, a killed job): the worker notices within seconds and cleans up."""
     inputs = snapshot(Path(big["folder"]) / "scene")
     args = [QGIS_PROCESS, "run", "optsar:classify", "--", f"OPTICAL={big['optical']}", f"SAR={big['sar']}",
-            f"CHECKPOINT={big['checkpoint']}", "DEVICE=cpu", "TILE_SIZE=64", "BATCH_SIZE=1",
+            f"CHECKPOINT={big['checkpoint']}", "DEVICE=cpu", "TILE_SIZE=64", "BATCH_SIZE=1", "TTA=d4",
             f"OUTPUT={tmp_path / 'map.tif'}"]
     proc = subprocess.Popen(args, env=qgis_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_temp(tmp_path, proc, seconds=180)
