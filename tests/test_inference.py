@@ -111,6 +111,19 @@ def files(folder):
 # -- blending --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("classes", [1, 2, 9, 20])
+def test_blender_argmax_is_numpys_argmax_also_on_ties_and_strided_blocks(classes):
+    """The blender's argmax (a maximum, then class planes last to first) keeps the first class on
+    ties, as np.argmax does, also on the strided (C, h, w) views of its accumulator it is given."""
+    rng = np.random.default_rng(classes)
+    b = StreamingBlender(64, 64, classes, 64, 64, [0], [0], list(range(classes)), sink=None)
+    for h, w in ((64, 64), (37, 64), (64, 5), (1, 1)):
+        acc = rng.integers(0, 3, (classes + 1, 64, 64)).astype(np.float32)  # many ties
+        acc[:, rng.random((64, 64)) < 0.2] = 0.5  # every class tied
+        stack = acc[:classes, :h, :w]
+        np.testing.assert_array_equal(b._argmax(stack), np.argmax(stack, axis=0).astype(np.uint8))
+
+
 def test_blend_weights_taper_with_floor():
     w = blend_weights(64, 96)
     assert w.shape == (64, 96)
