@@ -132,14 +132,18 @@ def test_blend_weights_taper_with_floor():
     np.testing.assert_allclose(w, w[::-1, ::-1], rtol=1e-6)  # symmetric
 
 
-@pytest.mark.parametrize("H,W,tile,overlap", [(150, 170, 64, 16), (64, 300, 64, 24), (200, 61, 96, 32), (40, 40, 64, 0)])
-def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap):
-    """The rolling accumulators give exactly what blending on whole arrays gives."""
+@pytest.mark.parametrize("H,W,tile,overlap,stripe", [
+    (150, 170, 64, 16, 0), (64, 300, 64, 24, 0), (200, 61, 96, 32, 0), (40, 40, 64, 0, 0),
+    (150, 300, 64, 16, 2), (130, 400, 64, 24, 3), (100, 300, 64, 0, 2), (150, 170, 64, 16, 3)])
+def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap, stripe):
+    """The rolling accumulators give exactly what blending on whole arrays gives, also visited in stripes."""
+    from optsar_plugin.inference.windows import Grid
     from optsar_plugin.raster_io import window_starts
 
     C = 3
     th, rows = window_starts(H, tile, overlap)
     tw, cols = window_starts(W, tile, overlap)
+    grid = Grid(th, tw, rows, cols, stripe)
     rng = np.random.default_rng(1)
     probs = {(i, j): rng.dirichlet(np.ones(C), size=(th, tw)).transpose(2, 0, 1).astype(np.float32)
              for i in range(len(rows)) for j in range(len(cols))}
@@ -157,17 +161,16 @@ def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap):
             self.codes[r0:r0 + codes.shape[0], c0:c0 + codes.shape[1]] = codes
             self.conf[r0:r0 + codes.shape[0], c0:c0 + codes.shape[1]] = conf
 
-        def done(self, row_end, col_end):
-            assert (self.codes[:row_end, :col_end] != 77).all()  # everything declared final was emitted
-            if col_end == W:
+        def done(self, row_end, col_from, col_to):
+            assert (self.codes[:row_end, col_from:col_to] != 77).all()  # everything declared final was emitted
+            if col_to == W:
                 self.rows.append(row_end)
 
     sink = Sink()
     codes = [c["code"] for c in CLASSES]
-    b = StreamingBlender(H, W, C, th, tw, rows, cols, codes, sink, confidence=True)
-    for i, r in enumerate(rows):
-        for j, c in enumerate(cols):
-            b.add(i, j, probs[i, j], valid[r:r + th, c:c + tw])
+    b = StreamingBlender(H, W, C, th, tw, rows, cols, codes, sink, confidence=True, stripes=grid.stripes())
+    for i, j in (ij for batch in grid.batches(5) for ij in batch):
+        b.add(i, j, probs[i, j], valid[rows[i]:rows[i] + th, cols[j]:cols[j] + tw])
     # reference: whole-array blend
     acc = np.zeros((C, rows[-1] + th, cols[-1] + tw))
     wsum = np.zeros(acc.shape[1:])
@@ -183,8 +186,53 @@ def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap):
     np.testing.assert_allclose(sink.conf[ok], ref.max(0)[ok], rtol=1e-5)
     assert np.isnan(sink.conf[~ok]).all()
     assert sink.rows == [rows[k + 1] for k in range(len(rows) - 1)] + [H]
-    # the accumulators do not depend on the scene height
-    assert b.carry.shape == (C + 1, th - (rows[1] - rows[0]) if len(rows) > 1 else 0, W)
+    assert not b.edge  # every stripe's shared columns were taken by the next stripe
+    # the band of shared rows spans a stripe, not the scene
+    widest = max((cols[j1] if j1 < len(cols) else W) - cols[j0] for j0, j1 in grid.stripes())
+    assert b.carry.shape == (C + 1, th - (rows[1] - rows[0]) if len(rows) > 1 else 0, widest)
+    assert (widest < W) == (len(grid.stripes()) > 1)
+
+
+def test_wide_scenes_are_visited_in_stripes_of_window_columns():
+    from optsar_plugin.inference import windows
+    from optsar_plugin.raster_io import Region
+
+    grid = windows.plan_windows(Region(0, 0, 3000, 8000), 512, 64, 64, stripe_px=2304)  # stride 448: 18 columns
+    assert grid.stripe == 5 and grid.stripes() == [(0, 5), (5, 10), (10, 15), (15, 18)]
+    order = [ij for batch in grid.batches(4) for ij in batch]
+    assert len(order) == len(set(order)) == grid.n_windows
+    assert order[:6] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (1, 0)]  # row by row within the first stripe
+    assert order[5 * len(grid.rows)] == (0, 5)
+    assert grid.stripe_width(8000) == 4 * 448 + 512 == 2304
+    whole = windows.plan_windows(Region(0, 0, 3000, 8000), 512, 64, 64)
+    assert whole.stripes() == [(0, 18)] and whole.stripe_width(8000) == 8000
+
+
+def test_stripes_are_as_wide_as_gdals_cache_holds_a_window_row_of_blocks():
+    import rasterio
+
+    from optsar_plugin.inference import windows
+
+    def source(width):  # what the cache rule reads of a dataset: 8 float32 bands
+        return type("Source", (), dict(block_shapes=[(256, 256)], dtypes=("float32",) * 8, width=width))()
+
+    wide, narrow = source(30000), source(3000)
+    with rasterio.Env(GDAL_CACHEMAX=4000):  # GDAL's own cache size (MB) does not clip the figures
+        assert windows.gdal_cache_bytes(rasterio, (wide,), 512) == int(1.25 * (512 + 256) * 30000 * 32)
+        assert windows.gdal_cache_bytes(rasterio, (wide,), 512, share=0.1) == int(1.25 * 768 * (3000 + 256) * 32)
+        assert windows.stripe_px(rasterio, (narrow,), 512, 3000, 3000) is None  # a window row fits: whole rows
+        px = windows.stripe_px(rasterio, (wide,), 512, 30000, 30000)
+        grid = windows.plan_windows(type("R", (), dict(width=30000, height=2000))(), 512, 64, 64, px)
+        share = grid.stripe_width(30000) / 30000
+        assert 2 < len(grid.stripes()) < 67
+        assert 0.8 * windows.STRIPE_CACHE_BYTES < windows.gdal_cache_bytes(rasterio, (wide,), 512, share) \
+            <= windows.STRIPE_CACHE_BYTES
+    for limit in (64, 64 * 2**20):  # a smaller GDAL cache (the user's GDAL_CACHEMAX, in MB or bytes): stripes fit it
+        with rasterio.Env(GDAL_CACHEMAX=limit):
+            assert windows.cache_limit(rasterio) == 64 * 2**20
+            px64 = windows.stripe_px(rasterio, (wide,), 512, 30000, 30000)
+        assert px64 < px / 3
+        assert windows.row_blocks_bytes((wide,), 512, px64 / 30000) <= 64 * 2**20
 
 
 # -- end to end with injected predictors ------------------------------------------------------------
@@ -529,6 +577,40 @@ def test_memory_does_not_grow_with_scene_height(tmp_path):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     extra_pixels = (heights[1] - heights[0]) * width
+    assert peaks[1] - peaks[0] < 0.75 * extra_pixels, peaks
+
+
+def test_stripes_change_no_pixel_and_bound_memory_by_the_stripe_not_the_width(tmp_path, monkeypatch):
+    """A scene visited in stripes gives the same map, confidence and probabilities, bit for bit, as one
+    visited in whole rows; in stripes, the blender's and writer's memory does not grow with the width."""
+
+    from optsar_plugin.inference import engine
+
+    o, s = scene(tmp_path, 150, 700)
+    kw = dict(tile_size=64, overlap=16, batch_size=3)
+    outs = {}
+    for name, px in (("rows", None), ("stripes", 112)):  # stride 48: whole rows, or stripes of 2 window columns
+        monkeypatch.setattr(engine, "stripe_px", lambda *args, px=px: px)
+        folder = tmp_path / name
+        folder.mkdir()
+        res = run_inference(o, s, folder / "c.tif", metadata(), linear_predictor, output_confidence=folder / "f.tif",
+                            output_probabilities=folder / "p.tif", **kw)
+        outs[name] = [read(folder / f) for f in ("c.tif", "f.tif")] + [rasterio.open(folder / "p.tif").read()]
+        assert res["windows"] == 3 * 15
+    for a, b in zip(outs["rows"], outs["stripes"]):
+        np.testing.assert_array_equal(a, b)
+    assert len(np.unique(outs["rows"][0])) == 3
+    peaks = []
+    monkeypatch.setattr(engine, "stripe_px", lambda *args: 256)
+    for width in (768, 3072):
+        folder = tmp_path / f"w{width}"
+        folder.mkdir()
+        o, s = scene(folder, 192, width)
+        tracemalloc.start()
+        run_inference(o, s, folder / "out.tif", metadata(), linear_predictor, output_confidence=folder / "conf.tif", **kw)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    extra_pixels = 192 * (3072 - 768)
     assert peaks[1] - peaks[0] < 0.75 * extra_pixels, peaks
 
 

@@ -22,10 +22,12 @@ One module per step, composed top to bottom by :func:`run_inference` (:mod:`.eng
 Choices (the papers say nothing about deployment; these are ours), each explained in
 its module: the output grid is the optical grid (:mod:`.scene`); windows overlap by
 exactly ``overlap`` px and are padded by reflection at the edges (:mod:`.windows`);
-Hann-like blending with a floor removes seams (:mod:`.blender`); memory grows only with
-the scene *width* - the blender's band of ``overlap`` rows (about 20 MB for 8000 px, 9
+Hann-like blending with a floor removes seams (:mod:`.blender`); memory grows with the
+scene *width* - the blender's band of ``overlap`` rows (about 20 MB for 8000 px, 9
 classes, overlap 64) and GDAL's cache of one window row of input blocks (about 180 MB for
-8000 px, :func:`.windows.gdal_cache_bytes`) - never with its height or area; a pixel is
+8000 px, :func:`.windows.gdal_cache_bytes`) - until that row no longer fits 256 MB or
+GDAL's cache; wider scenes are visited in column stripes that fit (:class:`.windows.Grid`);
+never with the area; a pixel is
 nodata (255) when all its optical or all its SAR bands are; no valid pixel at all is an
 error and nothing is written.
 

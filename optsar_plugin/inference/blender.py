@@ -6,10 +6,14 @@ summed, and divided by the summed weights.  The floor keeps pixels at the image 
 (covered by one window only) well defined; the taper removes seams because a pixel near
 one window's edge is dominated by the neighbour that sees it near its centre.
 
-Windows are visited row by row.  Only two accumulators live here: the current window's
-(classes + 1, T, T) sums with the ``overlap`` columns shared with the next window, and a
-(classes + 1, overlap, width) band of rows shared with the next row of windows - so
-memory grows with the scene *width* times ``overlap``, never with its height or area.
+Windows are visited row by row within vertical stripes of window columns
+(:class:`~optsar_plugin.inference.windows.Grid`).  Three accumulators live here: the
+current window's (classes + 1, T, T) sums with the ``overlap`` columns shared with the next
+window, a (classes + 1, overlap, stripe width) band of rows shared with the next row of
+windows, and, per row of windows, the (classes + 1, T, overlap) columns a stripe shares
+with the next stripe, until that stripe takes them - so memory grows with the stripe's
+width times ``overlap`` and with the scene's height times ``overlap``, never with its
+area.  Sums are added in the same order in every traversal, so stripes change no bit.
 """
 
 from __future__ import annotations
@@ -34,18 +38,19 @@ def blend_weights(height: int, width: int, floor: float = WEIGHT_FLOOR) -> np.nd
 
 
 class StreamingBlender:
-    """Blends window probabilities visited in row-major order, emitting finished blocks.
+    """Blends window probabilities visited stripe by stripe, row-major within a stripe, emitting finished blocks.
 
     ``rows``/``cols``: window starts from :func:`raster_io.window_starts` (constant
     stride, overlap < half the tile), ``th``/``tw`` the window size, ``H``/``W`` the
-    output size.  ``add(i, j, probs, valid, cloud)`` takes window (i, j)'s
+    output size, ``stripes`` the window column ranges ``[j0, j1)`` in the order they are
+    visited (default: one stripe).  ``add(i, j, probs, valid, cloud)`` takes window (i, j)'s
     probabilities (C, th, tw) (or None when the window has no valid pixel) and its
     validity/cloud masks, passes finished pixels to ``sink.put`` and then calls
-    ``sink.done(row_end, col_end)``: every pixel above ``row_end`` and left of
-    ``col_end`` is final.
+    ``sink.done(row_end, col_from, col_to)``: every pixel of the columns ``[col_from,
+    col_to)`` above ``row_end`` is final.
     """
 
-    def __init__(self, H, W, C, th, tw, rows, cols, codes, sink, confidence=False, probabilities=False):
+    def __init__(self, H, W, C, th, tw, rows, cols, codes, sink, confidence=False, probabilities=False, stripes=None):
         self.H, self.W, self.C, self.th, self.tw = H, W, C, th, tw
         self.rows, self.cols = rows, cols
         self.ov_h = th - (rows[1] - rows[0]) if len(rows) > 1 else 0
@@ -54,7 +59,14 @@ class StreamingBlender:
         self.acc = np.zeros((C + 1, th, tw), np.float32)
         self._tmp = np.empty((C, th, tw), np.float32)
         self._best, self._idx, self._hit = (np.empty(th * tw, t) for t in (np.float32, np.uint8, bool))
-        self.carry = np.zeros((C + 1, self.ov_h, W), np.float32)
+        self.stripe_of = {}  # window column -> (first column of its stripe, pixel where the stripe starts)
+        widest = 0
+        for j0, j1 in stripes or [(0, len(cols))]:
+            end = cols[j1] if j1 < len(cols) else W
+            widest = max(widest, end - cols[j0])
+            self.stripe_of.update({j: (j0, j1, cols[j0]) for j in range(j0, j1)})
+        self.carry = np.zeros((C + 1, self.ov_h, widest), np.float32)  # rows shared with the next window row
+        self.edge = {}  # window row -> (C + 1, th, ov_w) sums shared with the next stripe's first window
         self.lut = np.asarray(codes, np.uint8)
         self.identity = bool(np.array_equal(self.lut, np.arange(C)))  # codes 0..C-1: class index = code
         self.sink = sink
@@ -65,8 +77,11 @@ class StreamingBlender:
     def add(self, i: int, j: int, probs: Optional[np.ndarray], valid: np.ndarray, cloud: Optional[np.ndarray] = None):
         C, th, tw = self.C, self.th, self.tw
         acc = self.acc
-        if j == 0:
+        j0, j1, base = self.stripe_of[j]
+        if j == j0:  # a row of a stripe begins: what the stripe on the left left over, if any
             acc[:] = 0.0
+            if j0 > 0 and self.ov_w:
+                acc[:, :, : self.ov_w] = self.edge.pop(i)
         if probs is not None:
             np.multiply(probs, self.weights, out=self._tmp)  # no per-window temporary
             acc[:C] += self._tmp
@@ -76,17 +91,22 @@ class StreamingBlender:
         fw = (self.W - c0) if last_col else (self.cols[j + 1] - c0)
         in_rows = min(th, self.H - r0)
         block = acc[:, :in_rows, :fw]
+        band = self.carry[:, :, c0 - base : c0 - base + fw]
         if i > 0 and self.ov_h:
-            block[:, : self.ov_h] += self.carry[:, :, c0 : c0 + fw]
+            block[:, : self.ov_h] += band
         fh = in_rows if last_row else (self.rows[i + 1] - r0)
         self._emit(r0, c0, block[:, :fh], valid[:fh, :fw], None if cloud is None else cloud[:fh, :fw])
         if not last_row and self.ov_h:
-            self.carry[:, :, c0 : c0 + fw] = block[:, fh : fh + self.ov_h]
+            band[:] = block[:, fh : fh + self.ov_h]
         if not last_col:
             s = self.cols[j + 1] - c0
-            acc[:, :, : tw - s] = acc[:, :, s:]
-            acc[:, :, tw - s :] = 0.0
-        self.sink.done(r0 + fh, c0 + fw)
+            if j == j1 - 1:  # the next stripe's first window takes the shared columns
+                if self.ov_w:
+                    self.edge[i] = acc[:, :, s:].copy()
+            else:
+                acc[:, :, : tw - s] = acc[:, :, s:]
+                acc[:, :, tw - s :] = 0.0
+        self.sink.done(r0 + fh, c0, c0 + fw)
 
     def _argmax(self, stack: np.ndarray) -> np.ndarray:
         """``np.argmax(stack, axis=0)`` as uint8, into reused buffers.

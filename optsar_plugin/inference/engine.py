@@ -26,7 +26,7 @@ from .networks import NetworkCache, load_network
 from .options import InferenceOptions
 from .predictors import AdaptivePredictor, Predictor, TorchPredictor, resolve_precision, with_tta
 from .scene import check_bands, open_scene
-from .windows import BatchReader, cap_gdal_cache, plan_windows, stream_windows
+from .windows import BatchReader, cap_gdal_cache, plan_windows, stream_windows, stripe_px
 from .writer import TAG_PREFIX, OutputRasters, output_tags
 
 
@@ -117,16 +117,20 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
             if cloud_mask:
                 feedback.info(f"Cloud mask: non-zero pixels are cloud; optical data under clouds: {handling} "
                               "(cloudy pixels keep their prediction).")
-            grid = plan_windows(scene.region, tile, overlap, min_tile)
             warped = tuple(ds for ds in (scene.sar, scene.cloud) if ds is not None and ds not in scene.native)
-            cap_gdal_cache(stack, scene.native + warped, grid.th)
+            sources = scene.native + warped
+            grid = plan_windows(scene.region, tile, overlap, min_tile,
+                                stripe_px(_rasterio(), sources, tile, scene.width, scene.optical.width))
+            cap_gdal_cache(stack, sources, grid.th, grid.stripe_width(scene.width) / scene.optical.width)
+            stripes = grid.stripes()
             feedback.info(f"Classifying {scene.width} x {scene.height} px in {grid.n_windows} window(s) of "
-                          f"{grid.tw} x {grid.th} px (overlap {overlap} px, batch {opts.batch_size}).")
+                          f"{grid.tw} x {grid.th} px (overlap {overlap} px, batch {opts.batch_size})"
+                          + (f", in {len(stripes)} stripes of {grid.stripe} window columns." if len(stripes) > 1 else "."))
             rasters = OutputRasters(stack, temps, scene.optical.crs, _region_transform(scene), scene.width,
                                     scene.height, meta.classes)
             blender = StreamingBlender(scene.height, scene.width, len(meta.classes), grid.th, grid.tw, grid.rows,
                                        grid.cols, meta.classes.codes, rasters.sink, confidence="confidence" in temps,
-                                       probabilities="probabilities" in temps)
+                                       probabilities="probabilities" in temps, stripes=stripes)
             runner = AdaptivePredictor(with_tta(predictor, opts.tta), opts.batch_size, overlap, feedback, min_tile)
             reader = BatchReader(stack, scene, grid, meta.normalisation, handling, opts.batch_size, feedback)
             stream_windows(reader, runner, blender, feedback)
@@ -141,6 +145,12 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
         outs.publish()
     return _result(finals, scene, grid, runner, blender, rasters.sink, meta.classes, run,
                    time.perf_counter() - t_start)
+
+
+def _rasterio():
+    from ..deps import require
+
+    return require("rasterio", "reading rasters")
 
 
 def _protected(inputs: Dict[str, Optional[str]]):

@@ -75,12 +75,13 @@ class _TileColumns:
     """One output raster written in whole GeoTIFF tiles as soon as they are final.
 
     Finished pixels arrive as blocks (``put``); they are kept per column of tiles
-    ("chunk", ``block`` px wide) until ``done(row_end, col_end)`` says that every
-    pixel above ``row_end`` and left of ``col_end`` is final, and then each chunk
-    left of ``col_end`` writes its complete tile rows in one call.  GDAL thus
-    compresses every tile exactly once, and what waits in memory is at most the
-    unfinished tile row (< ``block`` rows) across the width plus the current
-    window row in the chunks still being blended - not a whole row of windows.
+    ("chunk", ``block`` px wide) until ``done(row_end, col_from, col_to)`` says that
+    every pixel of the columns ``[col_from, col_to)`` above ``row_end`` is final; then
+    each chunk among those columns whose every column is final further down writes its
+    complete tile rows in one call.  GDAL thus compresses every tile exactly once, and
+    what waits in memory is at most the unfinished tile row (< ``block`` rows) across a
+    stripe of windows, the current window row in the chunks still being blended, and the
+    chunk cut by a stripe's right edge, which waits for the next stripe.
     """
 
     def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None, writes=None):
@@ -89,6 +90,7 @@ class _TileColumns:
         self.nchunks = -(-width // block)
         self.pending = [[] for _ in range(self.nchunks)]  # (row0, col offset in chunk, array (bands, h, w))
         self.start = [0] * self.nchunks  # first unwritten row of each chunk (a multiple of block)
+        self.final = np.zeros(width, np.int64)  # per column: the rows above are final
         self.on_write = on_write
 
     def put(self, r0: int, c0: int, values: np.ndarray) -> None:
@@ -98,17 +100,17 @@ class _TileColumns:
             a, b = max(c0, k * B), min(c0 + w, (k + 1) * B)
             self.pending[k].append((r0, a - k * B, values[:, :, a - c0 : b - c0].copy()))
 
-    def done(self, row_end: int, col_end: int) -> None:
+    def done(self, row_end: int, col_from: int, col_to: int) -> None:
         from rasterio.windows import Window
 
         B = self.block
-        for k in range(self.nchunks):
+        self.final[col_from:col_to] = row_end
+        for k in range(col_from // B, (col_to - 1) // B + 1):
             c_lo, c_hi = k * B, min((k + 1) * B, self.width)
-            if c_hi > col_end:
-                break
+            final = int(self.final[c_lo:c_hi].min())
             top = self.start[k]
-            n = row_end - top
-            full = n if row_end >= self.height else (n // B) * B
+            n = final - top
+            full = n if final >= self.height else (n // B) * B
             if full <= 0:
                 continue
             pieces = self.pending[k]
@@ -154,10 +156,10 @@ class TileWriter:
         if self.probabilities is not None:
             self.probabilities.put(r0, c0, probs)
 
-    def done(self, row_end: int, col_end: int):
+    def done(self, row_end: int, col_from: int, col_to: int):
         for w in (self.outputs[0], self.confidence, self.probabilities):
             if w is not None:
-                w.done(row_end, col_end)
+                w.done(row_end, col_from, col_to)
 
     def flush(self) -> None:
         """Wait until every tile handed over has been written (see :class:`BackgroundWrites`)."""
