@@ -59,7 +59,7 @@ class StreamingBlender:
         self.acc = np.zeros((C + 1, th, tw), np.float32)
         self._tmp = np.empty((C, th, tw), np.float32)
         self._best, self._idx, self._hit = (np.empty(th * tw, t) for t in (np.float32, np.uint8, bool))
-        self.stripe_of = {}  # window column -> (first column of its stripe, pixel where the stripe starts)
+        self.stripe_of = {}  # window column -> its stripe's columns [j0, j1) and the pixel column the stripe starts at
         widest = 0
         for j0, j1 in stripes or [(0, len(cols))]:
             end = cols[j1] if j1 < len(cols) else W

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from typing import Dict, Optional
 
 from ..classes import ClassScheme
+from ..deps import require
 from ..errors import InputError
 from ..fileio import OutputSet
 from ..metadata import CheckpointMetadata
@@ -120,7 +121,7 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
             warped = tuple(ds for ds in (scene.sar, scene.cloud) if ds is not None and ds not in scene.native)
             sources = scene.native + warped
             grid = plan_windows(scene.region, tile, overlap, min_tile,
-                                stripe_px(_rasterio(), sources, tile, scene.width, scene.optical.width))
+                                stripe_px(require("rasterio", "reading rasters"), sources, tile, scene.width, scene.optical.width))
             cap_gdal_cache(stack, sources, grid.th, grid.stripe_width(scene.width) / scene.optical.width)
             stripes = grid.stripes()
             feedback.info(f"Classifying {scene.width} x {scene.height} px in {grid.n_windows} window(s) of "
@@ -145,12 +146,6 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
         outs.publish()
     return _result(finals, scene, grid, runner, blender, rasters.sink, meta.classes, run,
                    time.perf_counter() - t_start)
-
-
-def _rasterio():
-    from ..deps import require
-
-    return require("rasterio", "reading rasters")
 
 
 def _protected(inputs: Dict[str, Optional[str]]):
