@@ -116,9 +116,8 @@ def stripe_px(rasterio, sources, tile: int, region_width: int, raster_width: int
     per_px = edges = 0.0  # a stripe's need: edges + per_px x its width (optical pixels)
     for ds in sources:
         if ds is not None:
-            bh, bw = ds.block_shapes[0]
-            row = 1.25 * (tile + bh) * sum(np.dtype(t).itemsize for t in ds.dtypes)
-            per_px, edges = per_px + row * ds.width / raster_width, edges + row * bw
+            row = _column_bytes(ds, tile)
+            per_px, edges = per_px + row * ds.width / raster_width, edges + row * ds.block_shapes[0][1]
     return max(tile, int((budget - edges) / per_px))
 
 
@@ -137,9 +136,8 @@ def gdal_cache_bytes(rasterio, sources, rows: int, share: float = 1.0) -> int:
     before its second use, and then blocks are decompressed, and SAR blocks warped, two or
     three times.  Measured alone (bench_classify, 8000 x 8000, SAR warped from EPSG:4326,
     near-free predictor, against 9.6 s for a plain read-warp-write loop): a 16 MB cap took
-    25.6 s, 64 MB 13.0 s, a window row (about 180 MB here) 10 s.  The memory this buys (measured
-    alone on a later machine, plain loop 9.6-12 s): peak RSS 410 MiB and 8.2-9.6 s with the rule,
-    315 MiB and 13.0-13.3 s with 64 MB - 1.24 instead of 1.75 times the peak of a 1000 x 1000 scene.
+    25.6 s, 64 MB 13.0 s, a window row (about 180 MB here) 10 s.  A cache too small for a window
+    row is why a scene is then visited in stripes (:class:`Grid`, :func:`stripe_px`).
 
     So the cache holds a window row of a *stripe* (:class:`Grid`; ``share``: the widest
     stripe's share of the optical raster's width, taken of every input's width, plus one block
@@ -157,13 +155,15 @@ def row_blocks_bytes(sources, rows: int, share: float = 1.0) -> int:
     """1.25 x the bytes of one window row's blocks of every source, ``share`` of their width (see above)."""
     need = 0
     for ds in sources:
-        if ds is None:
-            continue
-        bh, bw = ds.block_shapes[0]
-        itemsize = sum(np.dtype(t).itemsize for t in ds.dtypes)
-        width = min(ds.width, math.ceil(share * ds.width) + bw)
-        need += int(1.25 * (rows + bh) * width * itemsize)
+        if ds is not None:
+            width = min(ds.width, math.ceil(share * ds.width) + ds.block_shapes[0][1])
+            need += int(_column_bytes(ds, rows) * width)
     return need
+
+
+def _column_bytes(ds, rows: int) -> float:
+    """1.25 x the bytes of one pixel column of ``ds``'s blocks under a window row of ``rows`` px."""
+    return 1.25 * (rows + ds.block_shapes[0][0]) * sum(np.dtype(t).itemsize for t in ds.dtypes)
 
 
 def cache_limit(rasterio) -> Optional[int]:
