@@ -48,6 +48,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
     INIT_CHECKPOINT = "INIT_CHECKPOINT"
     MAX_STEPS = "MAX_STEPS"
     PATIENCE = "PATIENCE"
+    MAX_MINUTES = "MAX_MINUTES"
     EPOCHS = "EPOCHS"
     TILE_SIZE = "TILE_SIZE"
     BATCH_SIZE = "BATCH_SIZE"
@@ -100,7 +101,11 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         "small network finishes within about ten minutes, on a GPU a longer one): training stops there at the "
         "latest. Every <b>Steps per epoch</b> (STEPS_PER_EPOCH, advanced) steps the held-out blocks are classified; "
         "<b>Patience</b> (PATIENCE, advanced, -1 = automatic, 0 = never): training stops early when the validation "
-        "mIoU has not improved for that many validations. The log and the report say why training stopped. "
+        "mIoU has not improved for that many validations. <b>Time limit</b> (MAX_MINUTES, advanced, -1 = automatic: "
+        "9 minutes for an automatic budget on a CPU, none otherwise; 0 = none): when the pace of the first "
+        "validations shows that the step budget would not fit, the budget is lowered and the learning-rate schedule "
+        "fitted to it, and training stops at the limit at the latest (set 0 for weights that are the same on every "
+        "machine). The log and the report say why training stopped. "
         "<b>Epochs</b> (EPOCHS, advanced, 0 = from the step budget): a fixed number of epochs of STEPS_PER_EPOCH "
         "steps instead. <b>Tile size</b> (TILE_SIZE, px, multiple of 32, at least 64, 0 = automatic: 128 on a CPU, "
         "512 on a GPU, at most the raster) and <b>Batch size</b> (BATCH_SIZE, 0 = automatic). <b>Learning rate</b> "
@@ -175,6 +180,9 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             QgsProcessingParameterNumber(
                 self.PATIENCE, "Patience: validations without improvement before stopping (-1 = automatic, 0 = never)",
                 type=integer, defaultValue=-1, minValue=-1),
+            QgsProcessingParameterNumber(
+                self.MAX_MINUTES, "Time limit in minutes (-1 = automatic: 9 on a CPU with an automatic budget; 0 = none)",
+                type=double, defaultValue=-1.0, minValue=-1.0),
             QgsProcessingParameterNumber(
                 self.EPOCHS, "Epochs (0 = from the step budget)", type=integer, defaultValue=0, minValue=0),
             QgsProcessingParameterEnum(
@@ -261,6 +269,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             init_checkpoint=self.parameterAsFile(parameters, self.INIT_CHECKPOINT, context) or None,
             max_steps=self.parameterAsInt(parameters, self.MAX_STEPS, context) or None,
             patience=_auto(self.parameterAsInt(parameters, self.PATIENCE, context)),
+            max_minutes=_auto(self.parameterAsDouble(parameters, self.MAX_MINUTES, context)),
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context) or None,
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,

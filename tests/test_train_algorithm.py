@@ -149,10 +149,11 @@ def test_help_and_group(processing_provider):
     for p in alg.parameterDefinitions():
         assert p.name() in help_text, p.name()
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert advanced == {"STEPS_PER_EPOCH", "PATIENCE", "EPOCHS", "CLASS_BALANCE", "CLOUD_SIMULATION", "PRECISION"}
+    assert advanced == {"STEPS_PER_EPOCH", "PATIENCE", "MAX_MINUTES", "EPOCHS", "CLASS_BALANCE", "CLOUD_SIMULATION",
+                        "PRECISION"}
     defaults = {p.name(): p.defaultValue() for p in alg.parameterDefinitions()}
     assert defaults["MODEL_SIZE"] == "auto" and defaults["MAX_STEPS"] == defaults["TILE_SIZE"] == 0
-    assert defaults["EPOCHS"] == defaults["BATCH_SIZE"] == 0 and defaults["PATIENCE"] == -1
+    assert defaults["EPOCHS"] == defaults["BATCH_SIZE"] == 0 and defaults["PATIENCE"] == defaults["MAX_MINUTES"] == -1
 
 
 def test_qgis_process_trains(scene, tmp_path):

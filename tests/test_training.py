@@ -634,3 +634,55 @@ def test_the_training_report_escapes_class_names_and_colours():
     page = curve_html(history, {"model": "cloudlulc_net", "summary": {"best epoch": 1}}, classes)
     assert "<script>x" not in page and 'onload="alert' not in page
     assert "&lt;script&gt;" in page and "&quot; onload=&quot;" in page
+
+
+def test_the_automatic_cpu_budget_has_a_time_limit_and_explicit_budgets_do_not():
+    from optsar_plugin.training.options import TrainOptions
+    from optsar_plugin.training.recipes import AUTO_CPU_MINUTES, make_plan
+
+    plan = make_plan(TrainOptions(model="mosfnet"), "small", "cpu", 512, 512)
+    assert plan.max_minutes == AUTO_CPU_MINUTES and "max_minutes" in plan.chosen
+    assert make_plan(TrainOptions(model="mosfnet", max_steps=100), "small", "cpu", 512, 512).max_minutes == 0
+    assert make_plan(TrainOptions(epochs=2), "small", "cpu", 512, 512).max_minutes == 0
+    assert make_plan(TrainOptions(), "paper", "cuda", 512, 512).max_minutes == 0
+    assert make_plan(TrainOptions(max_minutes=0), "small", "cpu", 512, 512).max_minutes == 0
+    assert make_plan(TrainOptions(max_steps=100, max_minutes=2.5), "small", "cpu", 512, 512).max_minutes == 2.5
+    with pytest.raises(OptsarError, match="MAX_MINUTES must be 0"):
+        TrainOptions(max_minutes=-1)
+
+
+def test_fitting_the_budget_to_the_time_limit_lowers_steps_warm_up_and_early_stopping_together():
+    from optsar_plugin.training.options import TrainOptions
+    from optsar_plugin.training.recipes import fit_to_time, make_plan
+
+    plan = make_plan(TrainOptions(max_steps=1000, steps_per_epoch=50, max_minutes=1), "small", "cpu", 512, 512)
+    assert (plan.warmup, plan.epochs) == (50, 20)
+    assert fit_to_time(plan, 1, 50, 2.0, 2.0) is None  # 20 periods of 2 s fit in a minute
+    assert fit_to_time(plan, 1, 50, 10.0, 10.0) == 300  # 10 s a period: 5 more after the first
+    assert (plan.max_steps, plan.epochs, plan.stop_after, plan.warmup) == (300, 6, 150, 15)
+    assert fit_to_time(plan, 4, 200, 61.0, 10.0) == 200  # over time already: no step beyond those done
+
+
+def test_a_run_slower_than_its_time_limit_is_fitted_to_it_and_says_so(scene, tmp_path, monkeypatch):
+    import time
+
+    from optsar_plugin.training import loop
+
+    real_step = loop.train_step
+
+    def slow_step(*args):  # a machine three times too slow for the budget
+        time.sleep(0.1)
+        return real_step(*args)
+
+    monkeypatch.setattr(loop, "train_step", slow_step)
+    messages = []
+    feedback = NullFeedback()
+    feedback.info = messages.append
+    r = _train(scene, tmp_path / "t.safetensors", epochs=None, steps_per_epoch=4, max_steps=400, max_minutes=0.05,
+               patience=0, feedback=feedback)
+    assert r["stopped"] in ("budget", "time_limit") and 4 <= r["steps"] <= 40, r["stop_reason"]
+    assert r["plan"]["max_steps"] < 400 and any("time limit (0.05 min) holds" in m for m in messages)
+    if r["stopped"] == "budget":  # the schedule was fitted to the lowered budget: its learning rate ends near 0
+        assert r["history"][-1]["lr"] < 0.5 * r["plan"]["lr"]
+    else:
+        assert "time limit (0.05 min) was reached" in r["stop_reason"]

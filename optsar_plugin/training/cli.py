@@ -43,6 +43,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-steps", type=int, default=0, help="step budget (0 = automatic for the device)")
     parser.add_argument("--patience", type=int, default=-1,
                         help="validations without improvement before stopping (-1 = automatic, 0 = never stop early)")
+    parser.add_argument("--max-minutes", type=float, default=-1.0,
+                        help="time limit in minutes (-1 = automatic: 9 for an automatic CPU budget, else none; 0 = none)")
     parser.add_argument("--epochs", type=int, default=0, help="0 = from the step budget; else epochs x steps per epoch")
     parser.add_argument("--steps-per-epoch", type=int, default=0, help="steps between validations (0 = automatic)")
     parser.add_argument("--tile-size", type=int, default=0, help="training tile edge in px (multiple of 32, >= 64; 0 = automatic)")
@@ -71,7 +73,8 @@ def options_from_args(args):
     return TrainOptions(
         model=args.model, model_size=args.model_size, model_options=args.model_options,
         init_checkpoint=args.init_checkpoint, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-        max_steps=args.max_steps, patience=None if args.patience < 0 else args.patience, tile_size=args.tile_size,
+        max_steps=args.max_steps, patience=None if args.patience < 0 else args.patience,
+        max_minutes=None if args.max_minutes < 0 else args.max_minutes, tile_size=args.tile_size,
         batch_size=args.batch_size, learning_rate=args.learning_rate, validation_fraction=args.validation_fraction,
         class_balance=args.class_balance, seed=args.seed, device=args.device, precision=args.precision,
         cloud_simulation=args.cloud_simulation, cloud_mode=args.cloud_mode, resume=args.resume,

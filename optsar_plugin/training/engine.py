@@ -291,7 +291,8 @@ def _log_start(run: Run, options: TrainOptions, balance: Dict) -> None:
         f"Training {options.model} ({plan.model_size or 'from INIT_CHECKPOINT'}, {n_params / 1e6:.2f} M parameters) on "
         f"{run.device}: up to {plan.max_steps} steps of {plan.batch} tile(s) of {plan.tile} x {plan.tile} px, a "
         f"validation every {plan.steps_per_epoch} steps ({len(run.cells)} validation tile(s)), early stopping after "
-        f"{plan.patience or 'no'} validations without improvement; AdamW lr {plan.lr:g} ({plan.schedule}, warm-up "
+        f"{plan.patience or 'no'} validations without improvement"
+        + (f", at most {plan.max_minutes:g} min" if plan.max_minutes else "") + f"; AdamW lr {plan.lr:g} ({plan.schedule}, warm-up "
         f"{plan.warmup} steps); class balance {balance['mode']} (tiles centred on classes drawn with probability "
         f"~ pixels^{balance['sampling_power']:g})"
         + ("; simulated clouds on half of the tiles" if run.simulate else "")

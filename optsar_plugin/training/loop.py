@@ -9,8 +9,9 @@ Every ``plan.steps_per_epoch`` steps the held-out blocks are classified (:func:`
 with the moving average of the weights (:class:`WeightAverage`, ``plan.ema_decay``); the
 epoch with the best validation mIoU is kept (ties: the earlier), as that average.  The run stops at the
 step budget, after ``plan.patience`` validations without a better mIoU (early stopping;
-0 = never), or when cancelled; :attr:`LoopResult.stopped` says which.  Without validation
-the last epoch is kept.
+0 = never), at the time limit (``plan.max_minutes``: the step budget is first lowered to what
+the pace so far fits in it, :class:`Clock`), or when cancelled; :attr:`LoopResult.stopped`
+says which.  Without validation the last epoch is kept.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class LoopResult:
     history: List[Dict]
     best_epoch: int
     best_confusion: Optional[List]
-    stopped: str  # budget | early_stopping | cancelled
+    stopped: str  # budget | early_stopping | time_limit | cancelled
     reason: str  # one sentence for the log and the result
     steps: int
     seconds_per_epoch: Optional[float]
@@ -323,14 +324,18 @@ def _log_epoch(run: Run, row: Dict, val: Optional[Dict]) -> None:
     )
 
 
-def run_epoch(run: Run, optimiser, scheduler, state: LoopState, epoch: int) -> Dict:
-    """Train ``steps_per_epoch`` steps (fewer at the end of the budget), validate, record; returns the row."""
+def run_epoch(run: Run, optimiser, scheduler, state: LoopState, epoch: int, deadline: Optional[float] = None) -> Dict:
+    """Train ``steps_per_epoch`` steps (fewer at the end of the budget, or when the clock passes ``deadline``),
+    validate, record; returns the row."""
     plan, t0 = run.plan, time.perf_counter()
     steps = min(plan.steps_per_epoch, plan.max_steps - state.step)
     losses = []
     last = state.history[-1]["val_miou"] if state.history else None
     for i in range(steps):
         check_cancel(run.feedback)
+        if deadline is not None and i and time.perf_counter() >= deadline:
+            steps = i
+            break
         loss = train_step(run, optimiser, scheduler, state)
         if loss is not None:
             losses.append(loss)
@@ -368,14 +373,21 @@ def run_loop(run: Run, state: Optional[LoopState] = None, optimiser=None, schedu
         state.average = WeightAverage(run.net, plan.ema_decay)
     if optimiser is None:
         optimiser, scheduler = make_optimiser(run)
-    stopped, reason = "budget", f"the step budget ({plan.max_steps} step{'s' if plan.max_steps != 1 else ''}) was reached"
+    clock = Clock(plan.max_minutes, len(state.history))
+    stopped = reason = None
     try:
-        for epoch in range(len(state.history) + 1, plan.epochs + 1):
-            if should_stop(run, state):
-                break
-            run_epoch(run, optimiser, scheduler, state, epoch)
+        epoch = len(state.history) + 1
+        while epoch <= plan.epochs and not should_stop(run, state):
+            run_epoch(run, optimiser, scheduler, state, epoch, clock.deadline)
             if on_epoch is not None:
                 on_epoch(state, optimiser, scheduler)
+            if clock.over():
+                stopped, reason = "time_limit", f"the time limit ({plan.max_minutes:g} min) was reached"
+                break
+            clock.fit(run, state, scheduler)
+            epoch += 1
+        if stopped is None:
+            stopped, reason = "budget", f"the step budget ({plan.max_steps} step{'s' if plan.max_steps != 1 else ''}) was reached"
         if should_stop(run, state) and state.step < plan.max_steps:
             stopped = "early_stopping"
             reason = (f"early stopping: the validation mIoU did not improve for {plan.patience} validations "
@@ -392,6 +404,36 @@ def run_loop(run: Run, state: Optional[LoopState] = None, optimiser=None, schedu
     seconds = [r["seconds"] for r in state.history]
     return LoopResult(state.history, state.best_epoch, state.best_confusion, stopped, reason, state.step,
                       round(float(np.mean(seconds)), 2) if seconds else None)
+
+
+class Clock:
+    """The loop's time limit (``plan.max_minutes``, 0: none), counted from the start of this call."""
+
+    def __init__(self, minutes: float, done_epochs: int):
+        self.start = time.perf_counter()
+        self.deadline = self.start + 60.0 * minutes if minutes else None
+        self.first = done_epochs  # epochs of an earlier, resumed part do not count towards the pace
+
+    def over(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
+
+    def fit(self, run: Run, state: LoopState, scheduler) -> None:
+        """Lower the step budget, and fit the schedule to it, when the pace so far would pass the limit."""
+        from .recipes import fit_to_time, lr_lambda
+
+        if self.deadline is None:
+            return
+        plan, rows = run.plan, state.history[self.first :]
+        pace = float(np.mean([r["seconds"] for r in rows])) if rows else 0.0
+        before = plan.max_steps
+        total = fit_to_time(plan, len(state.history), state.step, time.perf_counter() - self.start, pace)
+        if total is None:
+            return
+        fitted = lr_lambda(total, plan.warmup, plan.schedule, plan.power)
+        scheduler.lr_lambdas = [fitted] * len(scheduler.lr_lambdas)
+        run.feedback.info(f"At {pace:.1f} s per validation period, the time limit ({plan.max_minutes:g} min) holds "
+                          f"{total} steps: the step budget is lowered from {before} and the learning-rate schedule "
+                          "fitted to it.")
 
 
 def _nothing():

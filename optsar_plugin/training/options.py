@@ -64,6 +64,7 @@ class TrainOptions(Options):
     steps_per_epoch: Optional[int] = None
     max_steps: Optional[int] = None
     patience: Optional[int] = None
+    max_minutes: Optional[float] = None
     tile_size: Optional[int] = None
     batch_size: Optional[int] = None
     learning_rate: Optional[float] = None
@@ -84,6 +85,8 @@ class TrainOptions(Options):
         for name in ("epochs", "steps_per_epoch", "max_steps", "tile_size", "batch_size"):
             setattr(self, name, _auto_int(getattr(self, name), name.upper()))
         self.patience = None if self.patience is None or self.patience == "" else _int(self.patience, "PATIENCE")
+        m = self.max_minutes
+        self.max_minutes = None if m is None or m == "" else _float(m, "MAX_MINUTES")
         lr = self.learning_rate
         self.learning_rate = None if lr in (None, "", 0, 0.0) else _float(lr, "LEARNING_RATE")
         self.validation_fraction = _float(self.validation_fraction, "VALIDATION_FRACTION")
@@ -115,6 +118,8 @@ class TrainOptions(Options):
                 f"(0 = automatic).")
         if self.patience is not None and self.patience < 0:
             raise InputError(f"PATIENCE must be 0 (no early stopping) or more, got {self.patience}.")
+        if self.max_minutes is not None and self.max_minutes < 0:
+            raise InputError(f"MAX_MINUTES must be 0 (no time limit) or more, got {self.max_minutes:g}.")
         if self.learning_rate is not None and not 0 < self.learning_rate < 1:
             raise InputError(f"LEARNING_RATE must be between 0 (the model's recipe) and 1, got {self.learning_rate}.")
         if not 0 <= self.validation_fraction <= 0.5:

@@ -142,6 +142,7 @@ def report_header(rec: Record) -> Dict:
             "tile size (px)": p.tile, "batch size": p.batch, "steps per epoch (between validations)": p.steps_per_epoch,
             "early stopping": (f"after {p.patience} validations without improvement, from step {p.stop_after}"
                                if p.patience else "off"),
+            "time limit": f"{p.max_minutes:g} min" if p.max_minutes else "none",
             "optimiser": f"AdamW, lr {p.lr:g}, weight decay {p.weight_decay:g}",
             "schedule": f"{p.schedule}, warm-up {p.warmup} steps",
             "weight average": f"EMA {p.ema_decay:g}" if p.ema_decay else "off",
