@@ -305,7 +305,7 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
         }
 
 
-def _auto(value: int):
+def _auto(value: float):
     """-1 (automatic) -> None, else the number."""
     return None if value is None or value < 0 else value
 
