@@ -216,23 +216,23 @@ def test_stripes_are_as_wide_as_gdals_cache_holds_a_window_row_of_blocks():
     def source(width):  # what the cache rule reads of a dataset: 8 float32 bands
         return type("Source", (), dict(block_shapes=[(256, 256)], dtypes=("float32",) * 8, width=width))()
 
-    wide, narrow = source(30000), source(3000)
+    wide, narrow = source(30000), source(1500)
     with rasterio.Env(GDAL_CACHEMAX=4000):  # GDAL's own cache size (MB) does not clip the figures
         assert windows.gdal_cache_bytes(rasterio, (wide,), 512) == int(1.25 * (512 + 256) * 30000 * 32)
         assert windows.gdal_cache_bytes(rasterio, (wide,), 512, share=0.1) == int(1.25 * 768 * (3000 + 256) * 32)
-        assert windows.stripe_px(rasterio, (narrow,), 512, 3000, 3000) is None  # a window row fits: whole rows
+        assert windows.stripe_px(rasterio, (narrow,), 512, 1500, 1500) is None  # a window row fits: whole rows
         px = windows.stripe_px(rasterio, (wide,), 512, 30000, 30000)
         grid = windows.plan_windows(type("R", (), dict(width=30000, height=2000))(), 512, 64, 64, px)
         share = grid.stripe_width(30000) / 30000
         assert 2 < len(grid.stripes()) < 67
         assert 0.8 * windows.STRIPE_CACHE_BYTES < windows.gdal_cache_bytes(rasterio, (wide,), 512, share) \
             <= windows.STRIPE_CACHE_BYTES
-    for limit in (64, 64 * 2**20):  # a smaller GDAL cache (the user's GDAL_CACHEMAX, in MB or bytes): stripes fit it
+    for limit in (24, 24 * 2**20):  # a smaller GDAL cache (the user's GDAL_CACHEMAX, in MB or bytes): stripes fit it
         with rasterio.Env(GDAL_CACHEMAX=limit):
-            assert windows.cache_limit(rasterio) == 64 * 2**20
-            px64 = windows.stripe_px(rasterio, (wide,), 512, 30000, 30000)
-        assert px64 < px / 3
-        assert windows.row_blocks_bytes((wide,), 512, px64 / 30000) <= 64 * 2**20
+            assert windows.cache_limit(rasterio) == 24 * 2**20
+            px24 = windows.stripe_px(rasterio, (wide,), 512, 30000, 30000)
+        assert px24 < px / 3
+        assert windows.row_blocks_bytes((wide,), 512, px24 / 30000) <= 24 * 2**20
 
 
 # -- end to end with injected predictors ------------------------------------------------------------

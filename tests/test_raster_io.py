@@ -158,6 +158,54 @@ def test_sar_in_epsg4326_is_warped_onto_the_utm_grid(tmp_path):
     np.testing.assert_allclose(arr.ravel(), lon_expected, atol=dx)
 
 
+def _lonlat_sar(tmp_path, size=600):
+    """A lon/lat SAR raster covering a ``size`` px UTM optical raster; returns (optical, sar) paths."""
+    opt = write(tmp_path / "opt.tif", np.ones((1, size, size), np.uint16))
+    w, s, e, n = transform_bounds(UTM, "EPSG:4326", X0, Y0 - size * RES, X0 + size * RES, Y0)
+    rng = np.random.default_rng(0)
+    data = rng.normal(-12, 3, (2, size, size)).astype(np.float32)
+    data[:, :5] = np.nan  # a nodata strip
+    sar = write(tmp_path / "sar.tif", data, crs="EPSG:4326",
+                transform=from_origin(w, n, (e - w) / size, (n - s) / size), nodata=float("nan"))
+    return opt, sar
+
+
+def test_warped_view_has_narrow_blocks_and_reads_as_gdals_warped_vrt(tmp_path):
+    """The warped SAR has 128 x 256 blocks (less warped twice at a stripe's edge), reads as GDAL's own warped
+    VRT within the approximate transformer's error, names its file, and closes."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    opt, sar = _lonlat_sar(tmp_path)
+    with rasterio.open(opt) as o, rasterio.open(sar) as sd:
+        with raster_io.aligned(sd, o, "bilinear") as v:
+            assert isinstance(v, raster_io.WarpedView) and v.block_shapes == [raster_io.WARP_BLOCK] * 2
+            assert raster_io.dataset_path(v) == str(sar) and str(sar) in v.name
+            ours = raster_io.read_window(v, [1, 2], 0, 0, 600, 600)
+            inner = v._ds
+        assert inner.closed and not sd.closed
+        with WarpedVRT(sd, crs=o.crs, transform=o.transform, width=600, height=600, dtype="float32",
+                       resampling=Resampling.bilinear, nodata=float("nan"), src_nodata=sd.nodata) as g:
+            assert g.block_shapes[0] == (128, 512)
+            theirs = raster_io.read_window(g, [1, 2], 0, 0, 600, 600)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    assert 0.9 < np.isnan(ours).mean() * 600 / 5 < 1.2  # the nodata strip, warped
+    diff = np.abs(ours - theirs)[~np.isnan(ours)]
+    assert diff.max() < 1.0 and np.median(diff) < 0.05  # both warp with a 0.125-px approximate transformer
+
+
+def test_warped_view_falls_back_to_gdals_blocks_when_the_xml_cannot_be_opened(tmp_path, monkeypatch):
+    opt, sar = _lonlat_sar(tmp_path, 64)
+    real_open = rasterio.open
+    monkeypatch.setattr(rasterio, "open", lambda path, *a, **k: (_ for _ in ()).throw(OSError("no")) if
+                        str(path).lstrip().startswith("<VRTDataset") else real_open(path, *a, **k))
+    with real_open(opt) as o, real_open(sar) as sd:
+        with raster_io.aligned(sd, o, "bilinear") as v:
+            assert not isinstance(v, raster_io.WarpedView) and v.block_shapes[0] == (64, 64)
+            assert not np.isnan(raster_io.read_window(v, [1], 0, 0, 64, 64)[:, 8:]).all()
+            assert raster_io.dataset_path(v) == str(sar)
+
+
 def test_outside_sar_footprint_reads_as_nan(tmp_path):
     opt = write(tmp_path / "opt.tif", np.ones((1, 32, 32), np.uint16))
     sar = write(tmp_path / "sar.tif", np.ones((1, 16, 16), np.float32), transform=from_origin(X0, Y0, 2 * RES, RES))

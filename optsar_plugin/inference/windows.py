@@ -19,8 +19,9 @@
 * **Process-level memory**: the GDAL block cache is capped during the run at one window row
   of every input's blocks, at least :data:`GDAL_CACHE_BYTES` (see :func:`gdal_cache_bytes`;
   the GDAL_CACHEMAX environment variable wins); a scene whose window row of blocks exceeds
-  :data:`STRIPE_CACHE_BYTES` or GDAL's cache is visited in column stripes that fit it
-  (:class:`Grid`, :func:`stripe_px`), so memory stops growing with the width; freed heap
+  :data:`STRIPE_CACHE_BYTES` (64 MB: about 3000 px of 4 optical + 2 SAR bands) or GDAL's cache
+  is visited in column stripes that fit it (:class:`Grid`, :func:`stripe_px`), so memory stops
+  growing with the width; freed heap
   pages are returned to the OS after every batch (glibc ``malloc_trim``, :func:`trim_heap`),
   so heap fragmentation does not creep up with the number of windows.
 """
@@ -43,7 +44,7 @@ from ..progress import check_cancel
 GDAL_CACHE_BYTES = 64 * 2**20
 
 
-STRIPE_CACHE_BYTES = 256 * 2**20  # a window row of blocks above this (or GDAL's cache): stripes (:class:`Grid`)
+STRIPE_CACHE_BYTES = GDAL_CACHE_BYTES  # a window row of blocks above this (or GDAL's cache): stripes (:class:`Grid`)
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,13 @@ class Grid:
     memory of a run stops growing with the width.  A window column on a stripe boundary is
     read and predicted once; only its overlap with the next stripe's first window column
     (``overlap`` px, kept by the blender) waits for that stripe, but the input blocks under
-    that overlap are decoded (and SAR blocks warped) once per stripe.  Measured alone on 8000 x
-    8000 (bench_classify, near-free predictor, SAR warped in 512 x 128 blocks, 2 cores):
-    whole rows with their 190 MB window-row cache peak at 410 MiB in 9.6 s; with
-    ``GDAL_CACHEMAX=64MB``, stripes of 5 windows (2304 px) peak at 312 MiB in 10.3-11.6 s,
-    whole rows in that cache took 12.8-13.1 s.  Forced on the default cache, stripes cost
-    10-15 % more time than whole rows, so they are used only when a window row does not fit.
+    that overlap are decoded (and SAR blocks warped) once per stripe - which is why the warped
+    SAR has narrow blocks (:class:`optsar_plugin.raster_io.WarpedView`).  Measured alone on 8000 x
+    8000 (bench_classify, near-free predictor, 2 cores, 2026-12-02): whole rows with their 190 MB
+    window-row cache peak at 405-413 MiB in 5.4-5.8 s; stripes of 6 windows (2752 px) in a 64 MB
+    cache at 305-311 MiB in 5.5-5.7 s (with GDAL's 512 x 128 warped blocks: 5.9-6.2 s; on an
+    earlier, slower machine 10-15 % over whole rows).  So stripes are the rule as soon as a window
+    row of blocks passes 64 MB (:data:`STRIPE_CACHE_BYTES`).
     """
 
     th: int
