@@ -22,7 +22,8 @@ test: env  ## the whole test suite (what CI runs)
 demo: env  ## generate a sample scene, train each network briefly, classify with qgis_process, assess
 	cd $(ROOT) && $(QGIS_ENV) $(PY) scripts/demo.py --out demo_output
 
-bench: env  ## benchmarks: printed figures and ratios (not part of make test)
+bench:  ## benchmarks: printed figures and ratios (not part of make test); also installs GRASS for bench_accuracy
+	@bash scripts/setup_env.sh grass-core
 	cd $(ROOT) && for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(QGIS_ENV) $(PY) $$b || exit 1; done
 
 package: env  ## build optsar_fusion.VERSION.zip with qgis-plugin-ci from a staged optsar_fusion/ folder

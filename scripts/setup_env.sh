@@ -8,6 +8,9 @@ ROOT=$PWD
 # xvfb/xauth and Mesa's GL: the desktop test starts the real `qgis` under xvfb-run (tests/test_desktop.py).
 APT_PACKAGES=(qgis python3-qgis qgis-providers python3-rasterio python3-venv python3-pip zip unzip git make
               xvfb xauth libgl1-mesa-dri libglx-mesa0)
+# More Debian packages a target needs beside these, as arguments (make bench: grass-core, for
+# bench_accuracy's comparison with GRASS's r.kappa).
+APT_PACKAGES+=("$@")
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
