@@ -3,9 +3,10 @@
 Everything here works on *windows of the optical raster's pixel grid*, which is
 the output grid.  The SAR raster and the optional cloud mask may have any CRS,
 resolution and extent: :func:`aligned` wraps them in a rasterio
-:class:`~rasterio.vrt.WarpedVRT` defined on the optical grid, so every window
-read from it is warped on the fly (GDAL warps only the requested window; nothing
-is warped or held in memory for the whole scene).  SAR uses bilinear
+:class:`~rasterio.vrt.WarpedVRT` defined on the optical grid (reopened with narrower
+blocks, :class:`WarpedView`), so every window read from it is warped on the fly (GDAL
+warps only the blocks under the requested window; nothing is warped or held in memory
+for the whole scene).  SAR uses bilinear
 resampling (a continuous backscatter field), the cloud mask nearest neighbour
 (a categorical mask).  When a raster already lies on the optical grid it is
 read directly, without a warper.

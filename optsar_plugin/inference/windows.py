@@ -21,9 +21,9 @@
   the GDAL_CACHEMAX environment variable wins); a scene whose window row of blocks exceeds
   :data:`STRIPE_CACHE_BYTES` (64 MB: about 3000 px of 4 optical + 2 SAR bands) or GDAL's cache
   is visited in column stripes that fit it (:class:`Grid`, :func:`stripe_px`), so memory stops
-  growing with the width; freed heap
-  pages are returned to the OS after every batch (glibc ``malloc_trim``, :func:`trim_heap`),
-  so heap fragmentation does not creep up with the number of windows.
+  growing with the width; freed heap pages are returned to the OS after every batch (glibc
+  ``malloc_trim``, :func:`trim_heap`), so heap fragmentation does not creep up with the number
+  of windows.
 """
 
 from __future__ import annotations
