@@ -194,6 +194,29 @@ def test_warped_view_has_narrow_blocks_and_reads_as_gdals_warped_vrt(tmp_path):
     assert diff.max() < 1.0 and np.median(diff) < 0.05  # both warp with a 0.125-px approximate transformer
 
 
+def test_warped_view_warps_each_block_on_several_threads_to_the_same_values(tmp_path, monkeypatch):
+    """The view lets GDAL split a block's warp among threads; parallel_warp() lowers GDAL's chunk size so that
+    our 32768-px blocks are split (only within it; a user's own setting wins); the values do not change."""
+    monkeypatch.delenv("WARP_THREAD_CHUNK_SIZE", raising=False)
+    opt, sar = _lonlat_sar(tmp_path)
+    get = rasterio.env.get_gdal_config
+    with rasterio.open(opt) as o, rasterio.open(sar) as sd:
+        with raster_io.aligned(sd, o, "bilinear") as v:
+            assert '<Option name="NUM_THREADS">ALL_CPUS</Option>' in v.tags(ns="xml:VRT")["xml:VRT"]
+            assert get("WARP_THREAD_CHUNK_SIZE") is None  # GDAL's default: a 128 x 256 block on one thread
+            with raster_io.parallel_warp():
+                assert int(get("WARP_THREAD_CHUNK_SIZE")) == raster_io.WARP_CHUNK_PX < 128 * 256 // 2
+                threaded = raster_io.read_window(v, [1, 2], 0, 0, 600, 600)
+            assert get("WARP_THREAD_CHUNK_SIZE") is None
+        with raster_io.aligned(sd, o, "bilinear") as v:  # a new view: no block of the first one is reused
+            single = raster_io.read_window(v, [1, 2], 0, 0, 600, 600)
+    assert np.isnan(single).any() and not np.isnan(single).all()
+    np.testing.assert_array_equal(threaded, single)
+    monkeypatch.setenv("WARP_THREAD_CHUNK_SIZE", "100000")
+    with raster_io.parallel_warp():
+        assert int(get("WARP_THREAD_CHUNK_SIZE")) == 100000
+
+
 def test_warped_view_falls_back_to_gdals_blocks_when_the_xml_cannot_be_opened(tmp_path, monkeypatch):
     opt, sar = _lonlat_sar(tmp_path, 64)
     real_open = rasterio.open

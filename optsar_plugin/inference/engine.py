@@ -22,6 +22,7 @@ from ..metadata import CheckpointMetadata
 from ..options import MIN_TILE, cloud_handling
 from ..options import default_tile as _default_tile
 from ..progress import NullFeedback, check_cancel
+from ..raster_io import parallel_warp
 from .blender import StreamingBlender
 from .networks import NetworkCache, load_network
 from .options import InferenceOptions
@@ -123,6 +124,7 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
             grid = plan_windows(scene.region, tile, overlap, min_tile,
                                 stripe_px(require("rasterio", "reading rasters"), sources, tile, scene.width, scene.optical.width))
             cap_gdal_cache(stack, sources, grid.th, grid.stripe_width(scene.width) / scene.optical.width)
+            stack.enter_context(parallel_warp())  # the warped SAR's blocks on several cores
             stripes = grid.stripes()
             feedback.info(f"Classifying {scene.width} x {scene.height} px in {grid.n_windows} window(s) of "
                           f"{grid.tw} x {grid.th} px (overlap {overlap} px, batch {opts.batch_size})"

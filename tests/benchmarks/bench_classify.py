@@ -35,7 +35,9 @@ It prints, with the settings that produced each figure:
    so the figure is the engine's own cost: reading, warping, normalising, blending, writing.  It
    prints both times and their ratio (goal: engine / plain loop <= 1), and the engine's time and peak memory
    when the user caps GDAL's cache at 32 MB (``GDAL_CACHEMAX``), so that the engine visits the scene in
-   narrower column stripes than its default 64 MB budget gives (:class:`optsar_plugin.inference.windows.Grid`).
+   narrower column stripes than its default 64 MB budget gives (:class:`optsar_plugin.inference.windows.Grid`),
+   and the time of the SAR's warp alone with one thread per warped block and split among threads as the
+   engine does (:func:`warp_only`, :func:`optsar_plugin.raster_io.parallel_warp`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,11 +321,29 @@ def free_predictor(num_classes: int, smooth: bool = True):
     return predict
 
 
+def warp_only(optical: str, sar: str, parallel: bool, block: int = 512) -> dict:
+    """Only the SAR's warp: every row of ``block`` px of the engine's warped view (:func:`raster_io.aligned`), read
+    once, on one thread per block or with :func:`raster_io.parallel_warp` (the engine's setting)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from optsar_plugin import raster_io
+
+    t0 = time.perf_counter()
+    with rasterio.Env(GDAL_CACHEMAX=64 * 2**20), rasterio.open(optical) as o, rasterio.open(sar) as s, \
+            raster_io.aligned(s, o) as sv, (raster_io.parallel_warp() if parallel else nullcontext()):
+        for r in range(0, o.height, block):
+            sv.read(window=Window(0, r, o.width, min(block, o.height - r)))
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_rss_kib() / 1024}
+
+
 def io_child(size: int, workdir: Path, which: str) -> None:
-    """Runs in its own process: the plain loop or the engine on the prepared scene; prints JSON."""
+    """Runs in its own process: the plain loop, the engine or the SAR warp alone on the prepared scene; prints JSON."""
     folder = workdir / f"rss_{size}"
     if which == "plain":
         res = plain_loop(str(folder / "optical.tif"), str(folder / "sar.tif"), str(folder / "plain.tif"))
+    elif which.startswith("warp"):
+        res = warp_only(str(folder / "optical.tif"), str(folder / "sar.tif"), parallel=which == "warp-parallel")
     else:
         from optsar_plugin.inference import run_inference
 
@@ -354,7 +375,14 @@ def _bench_io(args, workdir, report) -> bool:
                       env={"GDAL_CACHEMAX": "32MB"})
     print(f"  engine with GDAL_CACHEMAX=32MB (narrower column stripes): {small['seconds']:.1f} s "
           f"({small['seconds'] / plain['seconds']:.2f} x the plain loop), peak RSS {small['peak_rss_mib']:.0f} MiB")
-    report["io"] = {"size": size, "plain": plain, "engine": engine, "ratio": ratio, "engine_cache_32mb": small}
+    warp = {which: run_child(["--io-child", str(size), "--which", which, "--workdir", str(workdir)])
+            for which in ("warp-one-thread", "warp-parallel")}
+    one, par = warp["warp-one-thread"]["seconds"], warp["warp-parallel"]["seconds"]
+    print(f"  the SAR's warp alone (the engine's warped view, rows of 512 px): {one:.1f} s with one thread per block, "
+          f"{par:.1f} s split among threads as in the engine (raster_io.parallel_warp, {os.cpu_count()} CPUs): "
+          f"{one / par:.2f} x faster")
+    report["io"] = {"size": size, "plain": plain, "engine": engine, "ratio": ratio, "engine_cache_32mb": small,
+                    "warp_one_thread": warp["warp-one-thread"], "warp_parallel": warp["warp-parallel"]}
     return False
 
 
