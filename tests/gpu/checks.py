@@ -308,13 +308,15 @@ def _train_one(torch, device, name: str, smoke: bool, size: int) -> dict:
 
 
 def read_only(optical: str, sar: str, tile: int, overlap: int) -> float:
-    """Seconds to read every window of the optical raster and warp every SAR window (what classify must read)."""
+    """Seconds to read every window of the optical raster and warp every SAR window (what classify must read),
+    the warp split among threads as classify does (:func:`optsar_plugin.raster_io.parallel_warp`)."""
     import rasterio
 
     from optsar_plugin import raster_io
 
     t = time.perf_counter()
-    with rasterio.open(optical) as o, rasterio.open(sar) as s, raster_io.aligned(s, o, "bilinear") as sv:
+    with rasterio.open(optical) as o, rasterio.open(sar) as s, raster_io.aligned(s, o, "bilinear") as sv, \
+            raster_io.parallel_warp():
         th, rows = raster_io.window_starts(o.height, tile, overlap)
         tw, cols = raster_io.window_starts(o.width, tile, overlap)
         for r in rows:
