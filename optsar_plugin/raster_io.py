@@ -405,8 +405,8 @@ def parallel_warp() -> Iterator[None]:
     whatever the view's ``NUM_THREADS`` warp option says: our 128 x 256 blocks (32768 px) always
     were.  Warping is the dearest part of reading a scene (bilinear, with the source's nodata):
     measured alone on 2 cores (bench_classify, 2026-12-02), warping 8000 x 8000 px of 2 SAR bands from
-    EPSG:4326 in rows of 512 px took 5.0-5.4 s on one thread per block and 3.5-4.0 s in this context,
-    and the whole engine with its near-free predictor 6.7-7.0 s against 5.9-6.2 s.  On a machine whose
+    EPSG:4326 in rows of 512 px took 4.8-5.4 s on one thread per block and 3.3-4.0 s in this context,
+    and the whole engine with its near-free predictor 6.7-7.4 s against 5.9-6.4 s.  On a machine whose
     cores the network leaves idle (a GPU's) the SAR's warp is what holds the pipeline up.  Each pixel
     is warped as before (every thread runs the same per-row transformer and kernel): same values.  A
     value the user set in the environment wins.
