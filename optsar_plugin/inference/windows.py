@@ -8,9 +8,10 @@
 * **Reading**: the next batch is read and normalised in the background while the
   current one is in the network and being blended; the SAR raster (whose warping is the
   dearest part) is warped by a thread of its own that runs a batch ahead and does nothing
-  else (GDAL splits each warped block among the cores: :func:`optsar_plugin.raster_io.parallel_warp`), while another thread reads the optical raster and normalises both (GDAL's decoding
-  and warping, numpy and torch release the GIL), so reading costs little wall time on a GPU
-  and uses two cores on a CPU.  Each input is touched by one thread only.  Two sets of
+  else (GDAL splits each warped block among the cores:
+  :func:`optsar_plugin.raster_io.parallel_warp`), while another thread reads the optical
+  raster and normalises both (GDAL's decoding and warping, numpy and torch release the
+  GIL), so reading costs little wall time on a GPU and uses two cores on a CPU.  Each input is touched by one thread only.  Two sets of
   batch arrays are used in turn.
 * **Nodata**: a pixel is nodata when all selected optical bands, or all selected SAR
   bands, are nodata/NaN there (after warping: SAR outside its footprint counts as
