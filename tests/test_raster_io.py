@@ -194,6 +194,38 @@ def test_warped_view_has_narrow_blocks_and_reads_as_gdals_warped_vrt(tmp_path):
     assert diff.max() < 1.0 and np.median(diff) < 0.05  # both warp with a 0.125-px approximate transformer
 
 
+def test_warped_view_declares_no_nodata_and_reads_nan_where_a_nodata_declaring_vrt_does(tmp_path):
+    """No destination nodata value (GDAL's faster warp kernels): outside the SAR's footprint and where only
+    nodata lies under the kernel the view still reads NaN, exactly where a VRT declaring NaN as its nodata
+    does, and the values agree; the source's numeric nodata is never blended in."""
+    from rasterio.vrt import WarpedVRT
+
+    size = 300
+    opt = write(tmp_path / "opt.tif", np.ones((1, size, size), np.uint16))
+    w, s, e, n = transform_bounds(UTM, "EPSG:4326", X0, Y0 - size * RES, X0 + size * RES, Y0)
+    data = np.random.default_rng(0).normal(-12, 3, (2, 200, 200)).astype(np.float32)
+    data[:, :5] = -9999.0  # a nodata strip, a hole and a lone nodata pixel
+    data[:, 100:104, 60:64] = -9999.0
+    data[:, 150, 150] = -9999.0
+    sar = write(tmp_path / "sar.tif", data, crs="EPSG:4326", nodata=-9999.0,  # covers part of the optical only
+                transform=from_origin(w + 0.3 * (e - w), n, (e - w) / size, (n - s) / size))
+    with rasterio.open(opt) as o, rasterio.open(sar) as sd:
+        with raster_io.aligned(sd, o, "bilinear") as v:
+            assert v.nodata is None and v.nodatavals == (None, None)
+            ours = raster_io.read_window(v, [1, 2], 0, 0, size, size)
+        declared = WarpedVRT(sd, crs=o.crs, transform=o.transform, width=size, height=size, dtype="float32",
+                             resampling=1, nodata=float("nan"), src_nodata=-9999.0)
+        ref = raster_io._narrow_blocks(declared, sd)  # the same blocks, so the same transformer rows
+        assert isinstance(ref, raster_io.WarpedView) and ref.nodata != ref.nodata  # NaN
+        theirs = raster_io.read_window(ref, [1, 2], 0, 0, size, size)
+        ref.close()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    assert 0.2 < np.isnan(ours).mean() < 0.8
+    ok = ~np.isnan(ours)
+    np.testing.assert_allclose(ours[ok], theirs[ok], atol=1e-5)
+    assert ours[ok].min() > -30
+
+
 def test_warped_view_warps_each_block_on_several_threads_to_the_same_values(tmp_path, monkeypatch):
     """The view lets GDAL split a block's warp among threads; parallel_warp() lowers GDAL's chunk size so that
     our 32768-px blocks are split (only within it; a user's own setting wins); the values do not change."""
