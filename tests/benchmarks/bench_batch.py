@@ -13,6 +13,8 @@ cluster start and shutdown included):
 2. ``python -m optsar_plugin batch --workers 1`` (a LocalCluster of one worker process);
 3. ``python -m optsar_plugin batch --workers 2``.
 
+The three runs are repeated in ``--rounds`` interleaved rounds (default 3; each figure is the median,
+and every round's time is printed: on this shared machine one run's time varies by 20 %).
 It prints scenes per minute for each, the ratio of two workers to one, and the **batch
 layer's overhead** = (one-worker batch - sequential loop) / sequential loop (goal: under 5 %), and
 that difference in seconds: it is mostly a fixed start-up (importing Dask, starting the scheduler and
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--workdir", default=None, help="keep the generated scenes here (default: a temporary folder)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three runs (medians are compared)")
     args = ap.parse_args(argv)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="optsar-bench-batch-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -101,16 +105,22 @@ def main(argv=None) -> int:
         load = os.getloadavg()[0]
         print(f"bench_batch: {args.scenes} scenes of {args.size} x {args.size} px, small CloudLULC-Net on the CPU, "
               f"{os.cpu_count()} CPUs (load average {load:.1f} before: timings are contended when it is above 0.5)")
-        runs = {}
-        runs["sequential loop"] = timed([sys.executable, "-c", LOOP, str(ROOT), data["table"], data["checkpoint"],
-                                         str(workdir / "out_loop")], workdir / "out_loop")
+        commands = {"sequential loop": ([sys.executable, "-c", LOOP, str(ROOT), data["table"], data["checkpoint"],
+                                         str(workdir / "out_loop")], workdir / "out_loop")}
         for n in (1, 2):
             out = workdir / f"out_batch{n}"
-            runs[f"batch, {n} worker(s)"] = timed(
+            commands[f"batch, {n} worker(s)"] = (
                 [sys.executable, "-m", "optsar_plugin", "-q", "batch", "--scenes", data["table"], "--checkpoint",
                  data["checkpoint"], "--output-dir", str(out), "--workers", str(n), *SETTINGS], out)
+        # interleaved rounds: a machine whose speed drifts affects every configuration alike
+        rounds = {name: [] for name in commands}
+        for _ in range(args.rounds):
+            for name, (cmd, out) in commands.items():
+                rounds[name].append(timed(cmd, out))
+        runs = {name: statistics.median(secs) for name, secs in rounds.items()}
         for name, sec in runs.items():
-            print(f"  {name:22} {sec:7.1f} s  {60 * args.scenes / sec:6.2f} scenes/min")
+            each = ", ".join(f"{x:.1f}" for x in rounds[name])
+            print(f"  {name:22} {sec:7.1f} s  {60 * args.scenes / sec:6.2f} scenes/min  (median of {each} s)")
         one, two, loop = runs["batch, 1 worker(s)"], runs["batch, 2 worker(s)"], runs["sequential loop"]
         overhead = (one - loop) / loop
         print(f"  two workers / one worker (scenes per minute): {one / two:.2f}")
@@ -119,6 +129,7 @@ def main(argv=None) -> int:
               f"{'met' if overhead < 0.05 else 'NOT MET'})")
         if args.json:
             Path(args.json).write_text(json.dumps({"scenes": args.scenes, "size": args.size, "seconds": runs,
+                                                   "rounds": rounds,
                                                    "ratio_2_over_1": one / two, "overhead": overhead}, indent=2))
     finally:
         if not args.workdir:
