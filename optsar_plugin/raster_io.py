@@ -355,7 +355,11 @@ def aligned(src, ref, resampling: str = "bilinear") -> Iterator:
 
     The VRT has float32 data, and pixels outside ``src``'s footprint (or where every source
     pixel under the kernel is nodata) read as NaN.  The source's nodata value is honoured by
-    the warper (GDAL excludes nodata pixels from the bilinear kernel instead of blending them in).
+    the warper (GDAL excludes nodata pixels from the bilinear kernel instead of blending them in)
+    band by band (``UNIFIED_SRC_NODATA=NO``), as :func:`read_window` reads a raster on the optical
+    grid: a pixel that is nodata in one band only is NaN in that band only.  (rasterio's default,
+    YES, counts a pixel as nodata only where every band is, and blended a value like -9999 of a
+    single band into its neighbours.)
 
     The NaN comes from the destination's initial value (``INIT_DEST=NaN``): a pixel the warper
     writes nothing to keeps it.  The VRT declares no nodata value of its own, because a
@@ -383,6 +387,7 @@ def aligned(src, ref, resampling: str = "bilinear") -> Iterator:
     )
     if src.nodata is not None:
         kwargs["src_nodata"] = src.nodata
+        kwargs["UNIFIED_SRC_NODATA"] = "NO"  # each band's own nodata pixels (rasterio's YES: only where all bands are)
     try:
         vrt = WarpedVRT(src, **kwargs)
     except Exception as exc:  # GDAL cannot build a transformer between the two CRSs

@@ -185,12 +185,15 @@ def test_warped_view_has_narrow_blocks_and_reads_as_gdals_warped_vrt(tmp_path):
             inner = v._ds
         assert inner.closed and not sd.closed
         with WarpedVRT(sd, crs=o.crs, transform=o.transform, width=600, height=600, dtype="float32",
-                       resampling=Resampling.bilinear, nodata=float("nan"), src_nodata=sd.nodata) as g:
+                       resampling=Resampling.bilinear, nodata=float("nan"), src_nodata=sd.nodata,
+                       UNIFIED_SRC_NODATA="NO") as g:
             assert g.block_shapes[0] == (128, 512)
             theirs = raster_io.read_window(g, [1, 2], 0, 0, 600, 600)
-    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
-    assert 0.9 < np.isnan(ours).mean() * 600 / 5 < 1.2  # the nodata strip, warped
-    diff = np.abs(ours - theirs)[~np.isnan(ours)]
+    # at the nodata strip's edge a kernel partly on nodata is renormalised (band by band), so there the
+    # approximate transformer's 0.125 px (which differs with the block's width) can decide NaN or not
+    assert (np.isnan(ours) != np.isnan(theirs)).mean() < 1e-4
+    assert 0.7 < np.isnan(ours).mean() * 600 / 5 < 1.2  # the 5-row nodata strip, warped (~4 rows: see above)
+    diff = np.abs(ours - theirs)[~np.isnan(ours) & ~np.isnan(theirs)]
     assert diff.max() < 1.0 and np.median(diff) < 0.05  # both warp with a 0.125-px approximate transformer
 
 
@@ -214,7 +217,7 @@ def test_warped_view_declares_no_nodata_and_reads_nan_where_a_nodata_declaring_v
             assert v.nodata is None and v.nodatavals == (None, None)
             ours = raster_io.read_window(v, [1, 2], 0, 0, size, size)
         declared = WarpedVRT(sd, crs=o.crs, transform=o.transform, width=size, height=size, dtype="float32",
-                             resampling=1, nodata=float("nan"), src_nodata=-9999.0)
+                             resampling=1, nodata=float("nan"), src_nodata=-9999.0, UNIFIED_SRC_NODATA="NO")
         ref = raster_io._narrow_blocks(declared, sd)  # the same blocks, so the same transformer rows
         assert isinstance(ref, raster_io.WarpedView) and ref.nodata != ref.nodata  # NaN
         theirs = raster_io.read_window(ref, [1, 2], 0, 0, size, size)
@@ -224,6 +227,23 @@ def test_warped_view_declares_no_nodata_and_reads_nan_where_a_nodata_declaring_v
     ok = ~np.isnan(ours)
     np.testing.assert_allclose(ours[ok], theirs[ok], atol=1e-5)
     assert ours[ok].min() > -30
+
+
+def test_warped_sar_with_nodata_in_one_band_only_reads_nan_in_that_band_only(tmp_path):
+    """As a SAR on the optical grid reads: a pixel that is nodata in VV but not in VH is NaN in VV (the engine then
+    sets that band to the training median) and valid in VH; the nodata value itself is never blended in."""
+    size = 300
+    opt = write(tmp_path / "opt.tif", np.ones((1, size, size), np.uint16))
+    w, s, e, n = transform_bounds(UTM, "EPSG:4326", X0, Y0 - size * RES, X0 + size * RES, Y0)
+    data = np.random.default_rng(0).normal(-12, 3, (2, size, size)).astype(np.float32)
+    data[0, 100:110, 100:110] = -9999.0
+    sar = write(tmp_path / "sar.tif", data, crs="EPSG:4326", nodata=-9999.0,
+                transform=from_origin(w, n, (e - w) / size, (n - s) / size))
+    with rasterio.open(opt) as o, rasterio.open(sar) as sd:
+        with raster_io.aligned(sd, o, "bilinear") as v:
+            got = raster_io.read_window(v, [1, 2], 0, 0, size, size)
+    assert 40 < np.isnan(got[0]).sum() < 200 and not np.isnan(got[1]).any()
+    assert np.nanmin(got) > -40
 
 
 def test_warped_view_warps_each_block_on_several_threads_to_the_same_values(tmp_path, monkeypatch):
