@@ -135,8 +135,9 @@ def test_blend_weights_taper_with_floor():
 @pytest.mark.parametrize("H,W,tile,overlap,stripe", [
     (150, 170, 64, 16, 0), (64, 300, 64, 24, 0), (200, 61, 96, 32, 0), (40, 40, 64, 0, 0),
     (150, 300, 64, 16, 2), (130, 400, 64, 24, 3), (100, 300, 64, 0, 2), (150, 170, 64, 16, 3)])
-def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap, stripe):
-    """The rolling accumulators give exactly what blending on whole arrays gives, also visited in stripes."""
+def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap, stripe, tmp_path):
+    """The rolling accumulators give exactly what blending on whole arrays gives, also visited in stripes
+    (the columns one stripe leaves to the next going through a temporary file without a name)."""
     from optsar_plugin.inference.windows import Grid
     from optsar_plugin.raster_io import window_starts
 
@@ -168,9 +169,15 @@ def test_streaming_blender_equals_full_array_blend(H, W, tile, overlap, stripe):
 
     sink = Sink()
     codes = [c["code"] for c in CLASSES]
-    b = StreamingBlender(H, W, C, th, tw, rows, cols, codes, sink, confidence=True, stripes=grid.stripes())
+    b = StreamingBlender(H, W, C, th, tw, rows, cols, codes, sink, confidence=True, stripes=grid.stripes(),
+                         spill_dir=str(tmp_path))
     for i, j in (ij for batch in grid.batches(5) for ij in batch):
         b.add(i, j, probs[i, j], valid[rows[i]:rows[i] + th, cols[j]:cols[j] + tw])
+    spilled = b.edge._file is not None
+    assert spilled == (len(grid.stripes()) > 1 and overlap > 0)
+    assert files(tmp_path) == []  # the spill file has no name
+    b.close()
+    assert b.edge._file is None
     # reference: whole-array blend
     acc = np.zeros((C, rows[-1] + th, cols[-1] + tw))
     wsum = np.zeros(acc.shape[1:])

@@ -11,13 +11,17 @@ Windows are visited row by row within vertical stripes of window columns
 current window's (classes + 1, T, T) sums with the ``overlap`` columns shared with the next
 window, a (classes + 1, overlap, stripe width) band of rows shared with the next row of
 windows, and, per row of windows, the (classes + 1, T, overlap) columns a stripe shares
-with the next stripe, until that stripe takes them - so memory grows with the stripe's
-width times ``overlap`` and with the scene's height times ``overlap``, never with its
-area.  Sums are added in the same order in every traversal, so stripes change no bit.
+with the next stripe, until that stripe takes them.  Those columns span the scene's
+height (9 classes, 512-px windows, 64-px overlap: 1.3 MB per row of windows, 24 MB for
+8000 px, 290 MB for a 100 000-px mosaic), so they wait in an unnamed temporary file
+(:class:`EdgeSpill`) rather than in memory: memory grows with the stripe's width times
+``overlap``, never with the scene's height or area.  Sums are added in the same order in
+every traversal and float32 is stored exactly, so stripes change no bit.
 """
 
 from __future__ import annotations
 
+import tempfile
 from typing import Optional
 
 import numpy as np
@@ -37,6 +41,48 @@ def blend_weights(height: int, width: int, floor: float = WEIGHT_FLOOR) -> np.nd
     return np.outer(axis(height), axis(width)).astype(np.float32)
 
 
+class EdgeSpill:
+    """The (C + 1, th, ov_w) float32 sums each row of windows leaves to the next stripe, in an unnamed file.
+
+    One slot per row of windows, rewritten stripe after stripe: a row's slot is read by the
+    next stripe's first window (:meth:`take`) before that stripe's last window writes it again
+    (:meth:`put`).  The file is created in ``folder`` (the output's, where the output has to
+    fit anyway) on the first :meth:`put` with :func:`tempfile.TemporaryFile`, which has no name
+    on Linux and is deleted on close elsewhere, so nothing is left behind even when the process
+    is killed.  A full disk raises the ``OSError`` the caller reports for its outputs.
+    """
+
+    def __init__(self, shape, folder: Optional[str] = None):
+        self.shape, self.folder = tuple(shape), folder
+        self._buf = np.empty(self.shape, np.float32)
+        self._file = None
+        self._held = set()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def put(self, i: int, sums: np.ndarray) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix=".optsar-stripe-edges-", dir=self.folder)
+        np.copyto(self._buf, sums)
+        self._file.seek(i * self._buf.nbytes)
+        self._file.write(self._buf.data)
+        self._held.add(i)
+
+    def take(self, i: int, out: np.ndarray) -> None:
+        """Copy row ``i``'s sums into ``out`` and free the slot."""
+        self._held.remove(i)
+        self._file.seek(i * self._buf.nbytes)
+        if self._file.readinto(self._buf.data) != self._buf.nbytes:
+            raise OSError(f"the temporary file of stripe edges in {self.folder or tempfile.gettempdir()} was cut short")
+        np.copyto(out, self._buf)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class StreamingBlender:
     """Blends window probabilities visited stripe by stripe, row-major within a stripe, emitting finished blocks.
 
@@ -47,10 +93,12 @@ class StreamingBlender:
     probabilities (C, th, tw) (or None when the window has no valid pixel) and its
     validity/cloud masks, passes finished pixels to ``sink.put`` and then calls
     ``sink.done(row_end, col_from, col_to)``: every pixel of the columns ``[col_from,
-    col_to)`` above ``row_end`` is final.
+    col_to)`` above ``row_end`` is final.  ``spill_dir``: where the stripes' shared columns
+    wait (:class:`EdgeSpill`; default: the system's temporary folder); :meth:`close` frees it.
     """
 
-    def __init__(self, H, W, C, th, tw, rows, cols, codes, sink, confidence=False, probabilities=False, stripes=None):
+    def __init__(self, H, W, C, th, tw, rows, cols, codes, sink, confidence=False, probabilities=False, stripes=None,
+                 spill_dir=None):
         self.H, self.W, self.C, self.th, self.tw = H, W, C, th, tw
         self.rows, self.cols = rows, cols
         self.ov_h = th - (rows[1] - rows[0]) if len(rows) > 1 else 0
@@ -66,7 +114,7 @@ class StreamingBlender:
             widest = max(widest, end - cols[j0])
             self.stripe_of.update({j: (j0, j1, cols[j0]) for j in range(j0, j1)})
         self.carry = np.zeros((C + 1, self.ov_h, widest), np.float32)  # rows shared with the next window row
-        self.edge = {}  # window row -> (C + 1, th, ov_w) sums shared with the next stripe's first window
+        self.edge = EdgeSpill((C + 1, th, self.ov_w), spill_dir)  # sums shared with the next stripe, per window row
         self.lut = np.asarray(codes, np.uint8)
         self.identity = bool(np.array_equal(self.lut, np.arange(C)))  # codes 0..C-1: class index = code
         self.sink = sink
@@ -81,7 +129,7 @@ class StreamingBlender:
         if j == j0:  # a row of a stripe begins: what the stripe on the left left over, if any
             acc[:] = 0.0
             if j0 > 0 and self.ov_w:
-                acc[:, :, : self.ov_w] = self.edge.pop(i)
+                self.edge.take(i, acc[:, :, : self.ov_w])
         if probs is not None:
             np.multiply(probs, self.weights, out=self._tmp)  # no per-window temporary
             acc[:C] += self._tmp
@@ -102,11 +150,15 @@ class StreamingBlender:
             s = self.cols[j + 1] - c0
             if j == j1 - 1:  # the next stripe's first window takes the shared columns
                 if self.ov_w:
-                    self.edge[i] = acc[:, :, s:].copy()
+                    self.edge.put(i, acc[:, :, s:])
             else:
                 acc[:, :, : tw - s] = acc[:, :, s:]
                 acc[:, :, tw - s :] = 0.0
         self.sink.done(r0 + fh, c0, c0 + fw)
+
+    def close(self) -> None:
+        """Delete the stripes' temporary file, if there is one."""
+        self.edge.close()
 
     def _argmax(self, stack: np.ndarray) -> np.ndarray:
         """``np.argmax(stack, axis=0)`` as uint8, into reused buffers.

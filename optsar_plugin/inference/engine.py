@@ -133,7 +133,9 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
                                     scene.height, meta.classes)
             blender = StreamingBlender(scene.height, scene.width, len(meta.classes), grid.th, grid.tw, grid.rows,
                                        grid.cols, meta.classes.codes, rasters.sink, confidence="confidence" in temps,
-                                       probabilities="probabilities" in temps, stripes=stripes)
+                                       probabilities="probabilities" in temps, stripes=stripes,
+                                       spill_dir=os.path.dirname(temps["output"]))
+            stack.callback(blender.close)
             runner = AdaptivePredictor(with_tta(predictor, opts.tta), opts.batch_size, overlap, feedback, min_tile)
             reader = BatchReader(stack, scene, grid, meta.normalisation, handling, opts.batch_size, feedback)
             stream_windows(reader, runner, blender, feedback)
