@@ -54,8 +54,7 @@ class EdgeSpill:
 
     def __init__(self, shape, folder: Optional[str] = None):
         self.shape, self.folder = tuple(shape), folder
-        self._buf = np.empty(self.shape, np.float32)
-        self._file = None
+        self._buf = self._file = None  # made by the first put: a run in one stripe needs neither
         self._held = set()
 
     def __len__(self) -> int:
@@ -63,6 +62,7 @@ class EdgeSpill:
 
     def put(self, i: int, sums: np.ndarray) -> None:
         if self._file is None:
+            self._buf = np.empty(self.shape, np.float32)
             self._file = tempfile.TemporaryFile(prefix=".optsar-stripe-edges-", dir=self.folder)
         np.copyto(self._buf, sums)
         self._file.seek(i * self._buf.nbytes)
