@@ -441,7 +441,7 @@ class WarpedView:
     columns at a stripe's edge in two stripes, long apart, so the warped block column under
     them is warped twice: a 512-px column with GDAL's default blocks, a 256-px one here.
     Measured alone, three runs each (bench_classify, 8000 x 8000, SAR in EPSG:4326, 2 cores):
-    stripes of 6 windows (the default 64 MB budget) 5.9-6.2 s with 512-px blocks, 5.5-5.7 s with
+    stripes of 6 windows (a 64 MB budget, the default until 2026-12-06) 5.9-6.2 s with 512-px blocks, 5.5-5.7 s with
     256-px blocks (128-px: 5.7-6.0 s); stripes of 2 windows (``GDAL_CACHEMAX=32MB``) 7.5-8.0 s
     against 6.6-6.9 s; whole rows take the same time with either (5.4-5.8 s).
     """

@@ -220,26 +220,52 @@ def test_stripes_are_as_wide_as_gdals_cache_holds_a_window_row_of_blocks():
 
     from optsar_plugin.inference import windows
 
-    def source(width):  # what the cache rule reads of a dataset: 8 float32 bands
-        return type("Source", (), dict(block_shapes=[(256, 256)], dtypes=("float32",) * 8, width=width))()
+    def source(width, bands=8):  # what the cache rule reads of a dataset: float32 bands
+        return type("Source", (), dict(block_shapes=[(256, 256)], dtypes=("float32",) * bands, width=width))()
 
-    wide, narrow = source(30000), source(1500)
+    wide, narrow = source(30000), source(1000)  # a 1000-px window row of blocks: 29 MiB
     with rasterio.Env(GDAL_CACHEMAX=4000):  # GDAL's own cache size (MB) does not clip the figures
         assert windows.gdal_cache_bytes(rasterio, (wide,), 512) == int(1.25 * (512 + 256) * 30000 * 32)
         assert windows.gdal_cache_bytes(rasterio, (wide,), 512, share=0.1) == int(1.25 * 768 * (3000 + 256) * 32)
-        assert windows.stripe_px(rasterio, (narrow,), 512, 1500, 1500) is None  # a window row fits: whole rows
+        assert windows.stripe_px(rasterio, (narrow,), 512, 1000, 1000) is None  # a window row fits: whole rows
+        region = type("R", (), dict(width=30000, height=2000))()
+        quad = source(30000, bands=4)  # 4 float32 bands: a stripe of 4 windows fits the budget
+        grid = windows.plan_windows(region, 512, 64, 64, windows.stripe_px(rasterio, (quad,), 512, 30000, 30000))
+        need = windows.gdal_cache_bytes(rasterio, (quad,), 512, grid.stripe_width(30000) / 30000)
+        assert grid.stripe == 4 and len(grid.stripes()) == 17
+        assert need <= windows.STRIPE_CACHE_BYTES < need + 1.25 * 768 * 448 * 16  # one window column more would not fit
+        # 8 float32 bands: not even 2 windows fit; a stripe never has fewer, and the cache holds their row of blocks
         px = windows.stripe_px(rasterio, (wide,), 512, 30000, 30000)
-        grid = windows.plan_windows(type("R", (), dict(width=30000, height=2000))(), 512, 64, 64, px)
-        share = grid.stripe_width(30000) / 30000
-        assert 2 < len(grid.stripes()) < 67
-        assert 0.8 * windows.STRIPE_CACHE_BYTES < windows.gdal_cache_bytes(rasterio, (wide,), 512, share) \
-            <= windows.STRIPE_CACHE_BYTES
-    for limit in (24, 24 * 2**20):  # a smaller GDAL cache (the user's GDAL_CACHEMAX, in MB or bytes): stripes fit it
+        grid = windows.plan_windows(region, 512, 64, 64, px)
+        assert grid.stripe == 2 and grid.stripe_width(30000) == 512 + 448
+        assert windows.gdal_cache_bytes(rasterio, (wide,), 512, 960 / 30000) == int(1.25 * 768 * (960 + 256) * 32) \
+            > windows.STRIPE_CACHE_BYTES
+    with rasterio.Env(GDAL_CACHEMAX=4000):
+        px = windows.stripe_px(rasterio, (quad,), 512, 30000, 30000)
+    for limit in (12, 12 * 2**20):  # a smaller GDAL cache (the user's GDAL_CACHEMAX, in MB or bytes): stripes fit it
         with rasterio.Env(GDAL_CACHEMAX=limit):
-            assert windows.cache_limit(rasterio) == 24 * 2**20
-            px24 = windows.stripe_px(rasterio, (wide,), 512, 30000, 30000)
-        assert px24 < px / 3
-        assert windows.row_blocks_bytes((wide,), 512, px24 / 30000) <= 24 * 2**20
+            assert windows.cache_limit(rasterio) == 12 * 2**20
+            px12 = windows.stripe_px(rasterio, (quad,), 512, 30000, 30000)
+        assert px12 < px / 3
+        assert windows.row_blocks_bytes((quad,), 512, px12 / 30000) <= 12 * 2**20
+
+
+def test_a_users_gdal_cachemax_sets_the_stripe_budget_larger_or_smaller(monkeypatch):
+    import rasterio
+
+    from optsar_plugin.inference import windows
+
+    quad = type("Source", (), dict(block_shapes=[(256, 256)], dtypes=("float32",) * 4, width=30000))()
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    with rasterio.Env(GDAL_CACHEMAX=4000):  # GDAL's cache larger than the budget: the budget decides
+        default = windows.stripe_px(rasterio, (quad,), 512, 30000, 30000)
+    widths = {}
+    for mb in (12, 128):
+        monkeypatch.setenv("GDAL_CACHEMAX", f"{mb}MB")  # GDAL reads it once, at start: Env sets what it read
+        with rasterio.Env(GDAL_CACHEMAX=mb):
+            widths[mb] = windows.stripe_px(rasterio, (quad,), 512, 30000, 30000)
+            assert windows.row_blocks_bytes((quad,), 512, widths[mb] / 30000) <= mb * 2**20
+    assert widths[12] < default / 3 and widths[128] > 3 * default
 
 
 # -- end to end with injected predictors ------------------------------------------------------------

@@ -25,7 +25,7 @@ exactly ``overlap`` px and are padded by reflection at the edges (:mod:`.windows
 Hann-like blending with a floor removes seams (:mod:`.blender`); memory grows with the
 scene *width* - the blender's band of ``overlap`` rows (about 2.6 MB per 1000 px, 9
 classes, overlap 64) and GDAL's cache of one window row of input blocks (about 22 MB per
-1000 px, :func:`.windows.gdal_cache_bytes`) - until that row no longer fits 64 MB or
+1000 px, :func:`.windows.gdal_cache_bytes`) - until that row no longer fits 32 MB or
 GDAL's cache; wider scenes are visited in column stripes that fit (:class:`.windows.Grid`);
 never with the area; a pixel is
 nodata (255) when all its optical or all its SAR bands are; no valid pixel at all is an

@@ -20,7 +20,7 @@
 * **Process-level memory**: the GDAL block cache is capped during the run at one window row
   of every input's blocks, at least :data:`GDAL_CACHE_BYTES` (see :func:`gdal_cache_bytes`;
   the GDAL_CACHEMAX environment variable wins); a scene whose window row of blocks exceeds
-  :data:`STRIPE_CACHE_BYTES` (64 MB: about 3000 px of 4 optical + 2 SAR bands) or GDAL's cache
+  :data:`STRIPE_CACHE_BYTES` (32 MB: about 1000 px of 4 optical + 2 SAR bands) or GDAL's cache
   is visited in column stripes that fit it (:class:`Grid`, :func:`stripe_px`), so memory stops
   growing with the width; freed heap pages are returned to the OS after every batch (glibc
   ``malloc_trim``, :func:`trim_heap`), so heap fragmentation does not creep up with the number
@@ -42,7 +42,15 @@ from .. import normalisation, raster_io
 from ..deps import require
 from ..progress import check_cancel
 
-GDAL_CACHE_BYTES = 64 * 2**20
+GDAL_CACHE_BYTES = 32 * 2**20
+"""The block cache budget of a run.  It is a fixed amount, so a large scene and a small one peak at
+nearly the same memory; its size trades memory for the blocks decoded twice at stripe edges.
+Measured alone, four interleaved runs (bench_classify, 8000 x 8000, near-free predictor, 2 cores,
+2026-12-06): 32 MB (9 stripes of 2 windows) 6.6-7.0 s, 255-261 MiB; 40 MB 6.3-7.1 s; 48 MB
+6.0-6.5 s; 64 MB (3 stripes of 6) 5.8-6.1 s, 288-295 MiB.  The cheap predictor's peak from 1000 x 1000 to
+8000 x 8000 rises by 1.14 at 32 MB (1.19 at 48 MB, 1.29 at 64 MB), and the plain read-warp-write loop
+took 7.7-8.4 s: 32 MB keeps memory flat and the engine still faster than that loop.  A user with
+memory to spare sets ``GDAL_CACHEMAX`` (e.g. ``64MB``) for wider stripes."""
 
 
 STRIPE_CACHE_BYTES = GDAL_CACHE_BYTES  # a window row of blocks above this (or GDAL's cache): stripes (:class:`Grid`)
@@ -66,7 +74,8 @@ class Grid:
     window-row cache peak at 405-413 MiB in 5.4-5.8 s; stripes of 6 windows (2752 px) in a 64 MB
     cache at 305-311 MiB in 5.5-5.7 s (with GDAL's 512 x 128 warped blocks: 5.9-6.2 s; on an
     earlier, slower machine 10-15 % over whole rows).  So stripes are the rule as soon as a window
-    row of blocks passes 64 MB (:data:`STRIPE_CACHE_BYTES`).
+    row of blocks passes the budget (:data:`STRIPE_CACHE_BYTES`, 32 MB since 2026-12-06: narrower
+    stripes cost 6-12 % of that time, see :data:`GDAL_CACHE_BYTES`).
     """
 
     th: int
@@ -109,11 +118,14 @@ def plan_windows(region, tile: int, overlap: int, min_tile: int, stripe_px: Opti
 def stripe_px(rasterio, sources, tile: int, region_width: int, raster_width: int) -> Optional[int]:
     """Stripe width (px) for the run: None while a window row of every input's blocks fits the budget.
 
-    The budget is :data:`STRIPE_CACHE_BYTES`, or less when GDAL's cache is smaller (the user's
-    ``GDAL_CACHEMAX``, or 5 % of the RAM); the stripe is as wide as the budget holds
-    (``region_width``: the pixels to classify; ``raster_width``: the optical raster's).
+    The budget is :data:`STRIPE_CACHE_BYTES`, or less when GDAL's cache is smaller (5 % of the
+    RAM on a small machine); a ``GDAL_CACHEMAX`` environment variable set by the user is the
+    budget, larger or smaller (:func:`cap_gdal_cache` then leaves GDAL's cache alone).  The stripe
+    is as wide as the budget holds (``region_width``: the pixels to classify; ``raster_width``:
+    the optical raster's).
     """
-    budget = min(STRIPE_CACHE_BYTES, cache_limit(rasterio) or STRIPE_CACHE_BYTES)
+    limit = cache_limit(rasterio)
+    budget = limit if limit and "GDAL_CACHEMAX" in os.environ else min(STRIPE_CACHE_BYTES, limit or STRIPE_CACHE_BYTES)
     if row_blocks_bytes(sources, tile, region_width / raster_width) <= budget:
         return None
     per_px = edges = 0.0  # a stripe's need: edges + per_px x its width (optical pixels)
