@@ -124,6 +124,57 @@ def test_blender_argmax_is_numpys_argmax_also_on_ties_and_strided_blocks(classes
         np.testing.assert_array_equal(b._argmax(stack), np.argmax(stack, axis=0).astype(np.uint8))
 
 
+def _stream_to_tiles(H, W, stripe, folder, block=32, tile=64, overlap=20, C=3):
+    """Blend random windows visited in ``stripe``-window stripes into a TileWriter whose writes land in arrays
+    (stride 44 px: stripe edges cut the 32-px tiles)."""
+    from optsar_plugin.inference.windows import Grid
+    from optsar_plugin.inference.writer import PieceSpill, TileWriter
+    from optsar_plugin.raster_io import window_starts
+
+    th, rows = window_starts(H, tile, overlap)
+    tw, cols = window_starts(W, tile, overlap)
+    grid = Grid(th, tw, rows, cols, stripe)
+    out = {"codes": np.zeros((1, H, W), np.uint8), "probs": np.zeros((C, H, W), np.float32),
+           "times": np.zeros((H, W), np.int64)}
+
+    class Writes:
+        def write(self, ds, array, window):
+            r, c, h, w = int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+            assert h % block == 0 or r + h == H  # whole tile rows only
+            out[ds][:, r:r + h, c:c + w] = array
+            if ds == "codes":
+                out["times"][r:r + h, c:c + w] += 1
+
+    spill = PieceSpill(str(folder))
+    sink = TileWriter(W, H, "codes", None, "probs", block=block, writes=Writes(), spill=spill, spill_rows=th + block)
+    b = StreamingBlender(H, W, C, th, tw, rows, cols, list(range(C)), sink, probabilities=True,
+                         stripes=grid.stripes(), spill_dir=str(folder))
+    held = 0
+    for i, j in (ij for batch in grid.batches(4) for ij in batch):
+        rng = np.random.default_rng([3, i, j])  # the same window whatever the order of visit
+        b.add(i, j, rng.dirichlet(np.ones(C), size=(th, tw)).transpose(2, 0, 1).astype(np.float32),
+              np.ones((th, tw), bool))
+        held = max(held, sum(a.nbytes for col in (sink.outputs[0], sink.probabilities) for pieces in col.pending
+                             for _, _, a in pieces if isinstance(a, np.ndarray)))
+    assert files(folder) == []  # the spill files have no name
+    used = spill.used
+    b.close()
+    spill.close()
+    assert (out["times"] == 1).all()  # every tile written, exactly once
+    return out, held, used, len(grid.stripes())
+
+
+def test_tiles_cut_by_a_stripe_edge_wait_in_a_file_so_memory_does_not_grow_with_the_height(tmp_path):
+    whole, _, used, n = _stream_to_tiles(400, 300, 0, tmp_path)
+    assert n == 1 and not used
+    striped, held, used, n = _stream_to_tiles(400, 300, 2, tmp_path)
+    assert n > 1 and used
+    np.testing.assert_array_equal(striped["codes"], whole["codes"])  # the same map, bit for bit
+    np.testing.assert_array_equal(striped["probs"], whole["probs"])
+    _, held_tall, _, _ = _stream_to_tiles(1600, 300, 2, tmp_path)
+    assert held_tall == held  # what waits in memory does not depend on the height
+
+
 def test_blend_weights_taper_with_floor():
     w = blend_weights(64, 96)
     assert w.shape == (64, 96)

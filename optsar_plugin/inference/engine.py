@@ -130,7 +130,7 @@ def run_inference(optical, sar, output, metadata, predictor: Predictor, options:
                           f"{grid.tw} x {grid.th} px (overlap {overlap} px, batch {opts.batch_size})"
                           + (f", in {len(stripes)} stripes of {grid.stripe} window columns." if len(stripes) > 1 else "."))
             rasters = OutputRasters(stack, temps, scene.optical.crs, _region_transform(scene), scene.width,
-                                    scene.height, meta.classes)
+                                    scene.height, meta.classes, window_rows=grid.th)
             blender = StreamingBlender(scene.height, scene.width, len(meta.classes), grid.th, grid.tw, grid.rows,
                                        grid.cols, meta.classes.codes, rasters.sink, confidence="confidence" in temps,
                                        probabilities="probabilities" in temps, stripes=stripes,

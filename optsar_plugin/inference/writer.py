@@ -5,7 +5,8 @@ The classification is a tiled (:data:`BLOCK` px), DEFLATE-compressed uint8 GeoTI
 probabilities are float32 with NaN nodata.  Finished pixels arrive from the blender; each
 column of tiles keeps them until a whole tile row is final, then writes it once, so GDAL
 compresses every tile exactly once and what waits in memory is at most one unfinished
-tile row across the width.  The writes (and so the compression) happen in a background
+tile row across the width; the tile column cut by a column stripe's edge, which waits for the
+next stripe, waits in an unnamed temporary file (:class:`PieceSpill`).  The writes (and so the compression) happen in a background
 thread (:class:`BackgroundWrites`), alongside reading, the network and blending.  Tags (:data:`TAG_PREFIX` ``MODEL``, ``CHECKPOINT``,
 ``CHECKPOINT_HASH``, ``DATE``, ...) record what made the map.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import tempfile
 from collections import deque
 from typing import Dict, Optional
 
@@ -71,6 +73,58 @@ def _write_now(ds, array, window) -> None:
     write_checked(ds, array, window)
 
 
+class PieceSpill:
+    """Pieces of output tiles that wait for the next stripe, in an unnamed temporary file.
+
+    A column stripe's right edge cuts a column of output tiles, whose left part is final
+    long before the next stripe brings its right part: held in memory, those pieces would
+    grow with the scene's height (9 classes' probabilities: 9 KB a row).  They are appended
+    to a file made on the first :meth:`put` with :func:`tempfile.TemporaryFile` in ``folder``
+    (the output's), which has no name on Linux, so nothing survives a kill (as the blender's
+    :class:`~optsar_plugin.inference.blender.EdgeSpill`); :meth:`get` reads one back.
+    """
+
+    def __init__(self, folder: Optional[str] = None):
+        self.folder = folder
+        self._file = None
+        self._end = 0
+
+    def put(self, array: np.ndarray) -> Spilled:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix=".optsar-tile-edges-", dir=self.folder)
+        array = np.ascontiguousarray(array)
+        self._file.seek(self._end)
+        self._file.write(array.data)
+        piece = Spilled(self._end, array.shape, array.dtype)
+        self._end += array.nbytes
+        return piece
+
+    def get(self, piece: Spilled) -> np.ndarray:
+        out = np.empty(piece.shape, piece.dtype)
+        self._file.seek(piece.offset)
+        if self._file.readinto(out.data) != out.nbytes:
+            raise OSError(f"the temporary file of tile edges in {self.folder or tempfile.gettempdir()} was cut short")
+        return out
+
+    @property
+    def used(self) -> bool:
+        return self._file is not None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Spilled:
+    """Where :class:`PieceSpill` put a piece: its offset, shape and dtype."""
+
+    __slots__ = ("offset", "shape", "dtype")
+
+    def __init__(self, offset: int, shape, dtype):
+        self.offset, self.shape, self.dtype = offset, tuple(shape), np.dtype(dtype)
+
+
 class _TileColumns:
     """One output raster written in whole GeoTIFF tiles as soon as they are final.
 
@@ -80,18 +134,22 @@ class _TileColumns:
     each chunk among those columns whose every column is final further down writes its
     complete tile rows in one call.  GDAL thus compresses every tile exactly once, and
     what waits in memory is at most the unfinished tile row (< ``block`` rows) across a
-    stripe of windows, the current window row in the chunks still being blended, and the
-    chunk cut by a stripe's right edge, which waits for the next stripe.
+    stripe of windows and the current window row in the chunks still being blended.  A
+    chunk cut by a stripe's right edge waits for the next stripe: once it lags more than
+    ``spill_rows`` rows behind the rows declared final, its pieces go to ``spill``
+    (:class:`PieceSpill`), so that wait does not grow memory with the height.
     """
 
-    def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None, writes=None):
+    def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None, writes=None,
+                 spill: Optional[PieceSpill] = None, spill_rows: Optional[int] = None):
         self.ds, self.width, self.height, self.block = ds, width, height, block
         self.write = writes.write if writes is not None else _write_now
         self.nchunks = -(-width // block)
-        self.pending = [[] for _ in range(self.nchunks)]  # (row0, col offset in chunk, array (bands, h, w))
+        self.pending = [[] for _ in range(self.nchunks)]  # (row0, col offset in chunk, array or Spilled (bands, h, w))
         self.start = [0] * self.nchunks  # first unwritten row of each chunk (a multiple of block)
         self.final = np.zeros(width, np.int64)  # per column: the rows above are final
         self.on_write = on_write
+        self.spill, self.spill_rows = spill, spill_rows
 
     def put(self, r0: int, c0: int, values: np.ndarray) -> None:
         h, w = values.shape[-2:]
@@ -101,41 +159,49 @@ class _TileColumns:
             self.pending[k].append((r0, a - k * B, values[:, :, a - c0 : b - c0].copy()))
 
     def done(self, row_end: int, col_from: int, col_to: int) -> None:
-        from rasterio.windows import Window
-
         B = self.block
         self.final[col_from:col_to] = row_end
         for k in range(col_from // B, (col_to - 1) // B + 1):
             c_lo, c_hi = k * B, min((k + 1) * B, self.width)
             final = int(self.final[c_lo:c_hi].min())
-            top = self.start[k]
-            n = final - top
+            n = final - self.start[k]
             full = n if final >= self.height else (n // B) * B
-            if full <= 0:
-                continue
-            pieces = self.pending[k]
-            out = np.empty((pieces[0][2].shape[0], full, c_hi - c_lo), pieces[0][2].dtype)
-            keep = []
-            for r0, co, arr in pieces:
-                h = arr.shape[1]
-                lo, hi = max(r0, top), min(r0 + h, top + full)
-                if hi > lo:
-                    out[:, lo - top : hi - top, co : co + arr.shape[2]] = arr[:, lo - r0 : hi - r0]
-                if r0 + h > top + full:
-                    cut = max(0, top + full - r0)
-                    keep.append((r0 + cut, co, arr[:, cut:] if cut else arr))
-            self.pending[k] = keep
-            self.write(self.ds, out, Window(c_lo, top, c_hi - c_lo, full))
-            if self.on_write is not None:
-                self.on_write(out)
-            self.start[k] = top + full
+            if full > 0:
+                self._write_rows(k, c_lo, c_hi, full)
+            elif self.spill is not None and row_end - final > self.spill_rows:
+                self.pending[k] = [(r0, co, self.spill.put(a) if isinstance(a, np.ndarray) else a)
+                                   for r0, co, a in self.pending[k]]
+
+    def _write_rows(self, k: int, c_lo: int, c_hi: int, full: int) -> None:
+        """Write chunk ``k``'s next ``full`` rows from its pieces; keep what lies below them."""
+        from rasterio.windows import Window
+
+        top, pieces = self.start[k], self.pending[k]
+        out = np.empty((pieces[0][2].shape[0], full, c_hi - c_lo), pieces[0][2].dtype)
+        keep = []
+        for r0, co, arr in pieces:
+            h = arr.shape[1]
+            lo, hi = max(r0, top), min(r0 + h, top + full)
+            if hi > lo and not isinstance(arr, np.ndarray):
+                arr = self.spill.get(arr)
+            if hi > lo:
+                out[:, lo - top : hi - top, co : co + arr.shape[2]] = arr[:, lo - r0 : hi - r0]
+            if r0 + h > top + full:
+                cut = max(0, top + full - r0)
+                keep.append((r0 + cut, co, arr[:, cut:] if cut else arr))
+        self.pending[k] = keep
+        self.write(self.ds, out, Window(c_lo, top, c_hi - c_lo, full))
+        if self.on_write is not None:
+            self.on_write(out)
+        self.start[k] = top + full
 
 
 class TileWriter:
     """The blender's sink: class codes (uint8), and optionally confidence and probabilities (float32)."""
 
     def __init__(self, width: int, height: int, classes_ds, confidence_ds=None, probabilities_ds=None,
-                 block: int = BLOCK, writes: Optional[BackgroundWrites] = None):
+                 block: int = BLOCK, writes: Optional[BackgroundWrites] = None, spill: Optional[PieceSpill] = None,
+                 spill_rows: Optional[int] = None):
         self.class_counts = np.zeros(256, np.int64)
         self.writes = writes
 
@@ -143,7 +209,10 @@ class TileWriter:
             self.class_counts += np.bincount(codes.ravel(), minlength=256)
 
         def columns(ds, on_write=None):
-            return _TileColumns(ds, width, height, block, on_write=on_write, writes=writes) if ds is not None else None
+            if ds is None:
+                return None
+            return _TileColumns(ds, width, height, block, on_write=on_write, writes=writes, spill=spill,
+                                spill_rows=spill_rows)
 
         self.outputs = [columns(classes_ds, count)]
         self.confidence = columns(confidence_ds)
@@ -184,10 +253,13 @@ def _closer(ds):
 class OutputRasters:
     """The run's output rasters, open for writing on their temporary paths, and the blender's sink.
 
-    ``temps``: ``{"output": path, "confidence": path?, "probabilities": path?}``.
+    ``temps``: ``{"output": path, "confidence": path?, "probabilities": path?}``; ``window_rows``:
+    the windows' height.  A tile column that waits longer than a window row and a tile row for
+    the next stripe waits in a :class:`PieceSpill` in the output's folder, closed by ``stack``.
     """
 
-    def __init__(self, stack, temps: Dict[str, str], crs, transform, width: int, height: int, scheme: ClassScheme):
+    def __init__(self, stack, temps: Dict[str, str], crs, transform, width: int, height: int, scheme: ClassScheme,
+                 window_rows: int = 0):
         rasterio = require("rasterio", "writing rasters")
 
         def create(key, count, dtype, nodata, predictor=None):
@@ -206,9 +278,11 @@ class OutputRasters:
         if self.probabilities is not None:
             for k, c in enumerate(scheme.classes, start=1):
                 self.probabilities.set_band_description(k, c.name)
+        spill = PieceSpill(os.path.dirname(temps["output"]))
+        stack.callback(spill.close)
         # the writer thread is shut down (by ``stack``) before the datasets it writes are closed
         self.sink = TileWriter(width, height, self.classes, self.confidence, self.probabilities,
-                               writes=BackgroundWrites(stack))
+                               writes=BackgroundWrites(stack), spill=spill, spill_rows=window_rows + BLOCK)
 
     def tag(self, tags: Dict[str, str], description: str) -> None:
         """The same tags on every output; ``description`` names the classification's band."""
