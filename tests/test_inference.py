@@ -128,7 +128,7 @@ def _stream_to_tiles(H, W, stripe, folder, block=32, tile=64, overlap=20, C=3):
     """Blend random windows visited in ``stripe``-window stripes into a TileWriter whose writes land in arrays
     (stride 44 px: stripe edges cut the 32-px tiles)."""
     from optsar_plugin.inference.windows import Grid
-    from optsar_plugin.inference.writer import PieceSpill, TileWriter
+    from optsar_plugin.inference.writer import TileWriter
     from optsar_plugin.raster_io import window_starts
 
     th, rows = window_starts(H, tile, overlap)
@@ -145,8 +145,9 @@ def _stream_to_tiles(H, W, stripe, folder, block=32, tile=64, overlap=20, C=3):
             if ds == "codes":
                 out["times"][r:r + h, c:c + w] += 1
 
-    spill = PieceSpill(str(folder))
-    sink = TileWriter(W, H, "codes", None, "probs", block=block, writes=Writes(), spill=spill, spill_rows=th + block)
+    sink = TileWriter(W, H, "codes", None, "probs", block=block, writes=Writes(), spill_dir=str(folder),
+                      spill_rows=th + block)
+    spills = [sink.outputs[0].spill, sink.probabilities.spill]
     b = StreamingBlender(H, W, C, th, tw, rows, cols, list(range(C)), sink, probabilities=True,
                          stripes=grid.stripes(), spill_dir=str(folder))
     held = 0
@@ -157,22 +158,27 @@ def _stream_to_tiles(H, W, stripe, folder, block=32, tile=64, overlap=20, C=3):
         held = max(held, sum(a.nbytes for col in (sink.outputs[0], sink.probabilities) for pieces in col.pending
                              for _, _, a in pieces if isinstance(a, np.ndarray)))
     assert files(folder) == []  # the spill files have no name
-    used = spill.used
+    used = all(sp.used for sp in spills)
+    slots = [sp.slots for sp in spills]
     b.close()
-    spill.close()
+    sink.close()
+    assert not any(sp.used for sp in spills)  # closed
     assert (out["times"] == 1).all()  # every tile written, exactly once
-    return out, held, used, len(grid.stripes())
+    return out, held, used, len(grid.stripes()), slots
 
 
 def test_tiles_cut_by_a_stripe_edge_wait_in_a_file_so_memory_does_not_grow_with_the_height(tmp_path):
-    whole, _, used, n = _stream_to_tiles(400, 300, 0, tmp_path)
+    whole, _, used, n, _ = _stream_to_tiles(400, 300, 0, tmp_path)
     assert n == 1 and not used
-    striped, held, used, n = _stream_to_tiles(400, 300, 2, tmp_path)
+    striped, held, used, n, _ = _stream_to_tiles(400, 300, 2, tmp_path)
     assert n > 1 and used
     np.testing.assert_array_equal(striped["codes"], whole["codes"])  # the same map, bit for bit
     np.testing.assert_array_equal(striped["probs"], whole["probs"])
-    _, held_tall, _, _ = _stream_to_tiles(1600, 300, 2, tmp_path)
+    _, held_tall, _, n_tall, slots = _stream_to_tiles(1600, 300, 2, tmp_path)
     assert held_tall == held  # what waits in memory does not depend on the height
+    _, _, _, n_wide, slots_wide = _stream_to_tiles(1600, 900, 2, tmp_path)
+    assert n_wide > 2 * n_tall and slots_wide == slots  # the file's slots are reused, stripe after stripe
+    assert max(slots) <= 2 * 1600 // 44 + 2  # about one tile column of the height (a piece per window row)
 
 
 def test_blend_weights_taper_with_floor():
@@ -696,6 +702,34 @@ def test_stripes_change_no_pixel_and_bound_memory_by_the_stripe_not_the_width(tm
         tracemalloc.stop()
     extra_pixels = 192 * (3072 - 768)
     assert peaks[1] - peaks[0] < 0.75 * extra_pixels, peaks
+
+
+def test_a_tall_scene_in_stripes_writes_the_same_tiles_and_leaves_no_file(tmp_path, monkeypatch):
+    """Taller than a window and a tile: the tiles a stripe's edge cuts wait in the writer's file."""
+    from optsar_plugin.inference import engine, writer
+
+    o, s = scene(tmp_path, 700, 200)
+    used = []
+    close = writer.TileWriter.close
+
+    def spy(self):
+        used.append([w.spill.used for w in (self.outputs[0], self.confidence, self.probabilities)])
+        close(self)
+
+    monkeypatch.setattr(writer.TileWriter, "close", spy)
+    outs = {}
+    for name, px in (("rows", None), ("stripes", 112)):  # stride 48: whole rows, or stripes of 2 window columns
+        monkeypatch.setattr(engine, "stripe_px", lambda *args, px=px: px)
+        folder = tmp_path / name
+        folder.mkdir()
+        run_inference(o, s, folder / "c.tif", metadata(), linear_predictor, output_confidence=folder / "f.tif",
+                      output_probabilities=folder / "p.tif", tile_size=64, overlap=16, batch_size=3)
+        outs[name] = [rasterio.open(folder / f).read() for f in ("c.tif", "f.tif", "p.tif")]
+        assert sorted(p.name for p in folder.iterdir() if p.suffix == ".tif") == ["c.tif", "f.tif", "p.tif"]
+        assert not [p for p in folder.iterdir() if "optsar" in p.name]  # no temporary file left
+    assert used == [[False] * 3, [True] * 3]
+    for a, b in zip(outs["rows"], outs["stripes"]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_gdal_cache_is_capped_for_the_run_and_restored(tmp_path):

@@ -74,36 +74,46 @@ def _write_now(ds, array, window) -> None:
 
 
 class PieceSpill:
-    """Pieces of output tiles that wait for the next stripe, in an unnamed temporary file.
+    """Pieces of one output's tiles that wait for the next stripe, in an unnamed temporary file.
 
     A column stripe's right edge cuts a column of output tiles, whose left part is final
     long before the next stripe brings its right part: held in memory, those pieces would
-    grow with the scene's height (9 classes' probabilities: 9 KB a row).  They are appended
-    to a file made on the first :meth:`put` with :func:`tempfile.TemporaryFile` in ``folder``
-    (the output's), which has no name on Linux, so nothing survives a kill (as the blender's
-    :class:`~optsar_plugin.inference.blender.EdgeSpill`); :meth:`get` reads one back.
+    grow with the scene's height (9 classes' probabilities: 9 KB a row).  They wait in a file
+    made on the first :meth:`put` with :func:`tempfile.TemporaryFile` in ``folder`` (the
+    output's), which has no name on Linux, so nothing survives a kill (as the blender's
+    :class:`~optsar_plugin.inference.blender.EdgeSpill`).  The file is cut in slots of one
+    piece's largest size (``slot_rows`` x ``block`` px of the output's bands); :meth:`get` reads
+    a piece back and frees its slot for the next, so the file holds about one tile column of
+    the scene's height (the edge being read and the one being written), however many stripes.
     """
 
-    def __init__(self, folder: Optional[str] = None):
-        self.folder = folder
+    def __init__(self, folder: Optional[str], slot_rows: int, block: int = BLOCK):
+        self.folder, self.slot_rows, self.block = folder, slot_rows, block
         self._file = None
-        self._end = 0
+        self._slot_bytes = 0
+        self.slots = 0  # slots in the file
+        self._free: list = []
 
     def put(self, array: np.ndarray) -> Spilled:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix=".optsar-tile-edges-", dir=self.folder)
         array = np.ascontiguousarray(array)
-        self._file.seek(self._end)
+        if self._file is None:
+            self._slot_bytes = array.shape[0] * self.slot_rows * self.block * array.itemsize
+            self._file = tempfile.TemporaryFile(prefix=".optsar-tile-edges-", dir=self.folder)
+        if array.nbytes > self._slot_bytes:
+            raise ValueError(f"a piece of {array.shape} does not fit a slot of {self.slot_rows} x {self.block} px")
+        slot = self._free.pop() if self._free else self.slots
+        self.slots = max(self.slots, slot + 1)
+        self._file.seek(slot * self._slot_bytes)
         self._file.write(array.data)
-        piece = Spilled(self._end, array.shape, array.dtype)
-        self._end += array.nbytes
-        return piece
+        return Spilled(slot, array.shape, array.dtype)
 
     def get(self, piece: Spilled) -> np.ndarray:
+        """The piece, read back; its slot is free again."""
         out = np.empty(piece.shape, piece.dtype)
-        self._file.seek(piece.offset)
+        self._file.seek(piece.slot * self._slot_bytes)
         if self._file.readinto(out.data) != out.nbytes:
             raise OSError(f"the temporary file of tile edges in {self.folder or tempfile.gettempdir()} was cut short")
+        self._free.append(piece.slot)
         return out
 
     @property
@@ -117,12 +127,12 @@ class PieceSpill:
 
 
 class Spilled:
-    """Where :class:`PieceSpill` put a piece: its offset, shape and dtype."""
+    """Where :class:`PieceSpill` put a piece: its slot, shape and dtype."""
 
-    __slots__ = ("offset", "shape", "dtype")
+    __slots__ = ("slot", "shape", "dtype")
 
-    def __init__(self, offset: int, shape, dtype):
-        self.offset, self.shape, self.dtype = offset, tuple(shape), np.dtype(dtype)
+    def __init__(self, slot: int, shape, dtype):
+        self.slot, self.shape, self.dtype = slot, tuple(shape), np.dtype(dtype)
 
 
 class _TileColumns:
@@ -136,12 +146,13 @@ class _TileColumns:
     what waits in memory is at most the unfinished tile row (< ``block`` rows) across a
     stripe of windows and the current window row in the chunks still being blended.  A
     chunk cut by a stripe's right edge waits for the next stripe: once it lags more than
-    ``spill_rows`` rows behind the rows declared final, its pieces go to ``spill``
-    (:class:`PieceSpill`), so that wait does not grow memory with the height.
+    ``spill_rows`` rows (a window's height and a tile's) behind the rows declared final, its
+    pieces go to a :class:`PieceSpill` in ``spill_dir``, so that wait does not grow memory with
+    the height (None: they stay in memory).  :meth:`close` deletes the file.
     """
 
     def __init__(self, ds, width: int, height: int, block: int = BLOCK, on_write=None, writes=None,
-                 spill: Optional[PieceSpill] = None, spill_rows: Optional[int] = None):
+                 spill_dir: Optional[str] = None, spill_rows: Optional[int] = None):
         self.ds, self.width, self.height, self.block = ds, width, height, block
         self.write = writes.write if writes is not None else _write_now
         self.nchunks = -(-width // block)
@@ -149,7 +160,12 @@ class _TileColumns:
         self.start = [0] * self.nchunks  # first unwritten row of each chunk (a multiple of block)
         self.final = np.zeros(width, np.int64)  # per column: the rows above are final
         self.on_write = on_write
-        self.spill, self.spill_rows = spill, spill_rows
+        self.spill_rows = spill_rows
+        self.spill = PieceSpill(spill_dir, spill_rows, block) if spill_rows else None
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
 
     def put(self, r0: int, c0: int, values: np.ndarray) -> None:
         h, w = values.shape[-2:]
@@ -200,7 +216,7 @@ class TileWriter:
     """The blender's sink: class codes (uint8), and optionally confidence and probabilities (float32)."""
 
     def __init__(self, width: int, height: int, classes_ds, confidence_ds=None, probabilities_ds=None,
-                 block: int = BLOCK, writes: Optional[BackgroundWrites] = None, spill: Optional[PieceSpill] = None,
+                 block: int = BLOCK, writes: Optional[BackgroundWrites] = None, spill_dir: Optional[str] = None,
                  spill_rows: Optional[int] = None):
         self.class_counts = np.zeros(256, np.int64)
         self.writes = writes
@@ -211,7 +227,7 @@ class TileWriter:
         def columns(ds, on_write=None):
             if ds is None:
                 return None
-            return _TileColumns(ds, width, height, block, on_write=on_write, writes=writes, spill=spill,
+            return _TileColumns(ds, width, height, block, on_write=on_write, writes=writes, spill_dir=spill_dir,
                                 spill_rows=spill_rows)
 
         self.outputs = [columns(classes_ds, count)]
@@ -229,6 +245,12 @@ class TileWriter:
         for w in (self.outputs[0], self.confidence, self.probabilities):
             if w is not None:
                 w.done(row_end, col_from, col_to)
+
+    def close(self) -> None:
+        """Delete the temporary files of the tiles that waited for a stripe, if any."""
+        for w in (self.outputs[0], self.confidence, self.probabilities):
+            if w is not None:
+                w.close()
 
     def flush(self) -> None:
         """Wait until every tile handed over has been written (see :class:`BackgroundWrites`)."""
@@ -254,12 +276,12 @@ class OutputRasters:
     """The run's output rasters, open for writing on their temporary paths, and the blender's sink.
 
     ``temps``: ``{"output": path, "confidence": path?, "probabilities": path?}``; ``window_rows``:
-    the windows' height.  A tile column that waits longer than a window row and a tile row for
-    the next stripe waits in a :class:`PieceSpill` in the output's folder, closed by ``stack``.
+    the windows' height.  A tile column that waits longer than a window and a tile for the next
+    stripe waits in a :class:`PieceSpill` in the output's folder, deleted by ``stack``.
     """
 
     def __init__(self, stack, temps: Dict[str, str], crs, transform, width: int, height: int, scheme: ClassScheme,
-                 window_rows: int = 0):
+                 window_rows: int):
         rasterio = require("rasterio", "writing rasters")
 
         def create(key, count, dtype, nodata, predictor=None):
@@ -278,11 +300,11 @@ class OutputRasters:
         if self.probabilities is not None:
             for k, c in enumerate(scheme.classes, start=1):
                 self.probabilities.set_band_description(k, c.name)
-        spill = PieceSpill(os.path.dirname(temps["output"]))
-        stack.callback(spill.close)
         # the writer thread is shut down (by ``stack``) before the datasets it writes are closed
         self.sink = TileWriter(width, height, self.classes, self.confidence, self.probabilities,
-                               writes=BackgroundWrites(stack), spill=spill, spill_rows=window_rows + BLOCK)
+                               writes=BackgroundWrites(stack), spill_dir=os.path.dirname(temps["output"]),
+                               spill_rows=window_rows + BLOCK)
+        stack.callback(self.sink.close)
 
     def tag(self, tags: Dict[str, str], description: str) -> None:
         """The same tags on every output; ``description`` names the classification's band."""
