@@ -70,6 +70,50 @@ COMPANION_EXTENSIONS = (".qml", ".aux", ".tfw", ".tifw", ".wld", ".prj", ".shx",
                         ".sbx")
 
 
+# -- scratch space ----------------------------------------------------------------------------
+
+
+class SlotFile:
+    """Buffers in numbered, equal slots of an unnamed temporary file: scratch space off the heap.
+
+    The file is made on the first :meth:`write` with :func:`tempfile.TemporaryFile` in
+    ``folder`` (None: the system's temporary folder); it has no name on Linux and is deleted
+    on close elsewhere, so nothing is left behind, even by a killed process.  ``slot_bytes``:
+    the size of a slot (None: the first buffer written).  A full disk raises ``OSError``.
+    """
+
+    def __init__(self, folder: Optional[str], prefix: str, slot_bytes: Optional[int] = None):
+        self.folder, self.prefix, self.slot_bytes = folder, prefix, slot_bytes
+        self._file = None
+
+    @property
+    def used(self) -> bool:
+        return self._file is not None
+
+    def write(self, slot: int, buffer) -> None:
+        """Write ``buffer`` (C-contiguous, at most a slot) into ``slot``."""
+        data = memoryview(buffer).cast("B")
+        if self._file is None:
+            self.slot_bytes = self.slot_bytes or data.nbytes
+            self._file = tempfile.TemporaryFile(prefix=self.prefix, dir=self.folder)
+        if data.nbytes > self.slot_bytes:
+            raise ValueError(f"{data.nbytes} bytes do not fit a slot of {self.slot_bytes}")
+        self._file.seek(slot * self.slot_bytes)
+        self._file.write(data)
+
+    def read_into(self, slot: int, buffer) -> None:
+        """Fill ``buffer`` (C-contiguous) from the start of ``slot``."""
+        data = memoryview(buffer).cast("B")
+        self._file.seek(slot * self.slot_bytes)
+        if self._file.readinto(data) != data.nbytes:
+            raise OSError(f"the temporary file {self.prefix}* in {self.folder or tempfile.gettempdir()} was cut short")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 # -- single files ------------------------------------------------------------------------------
 
 

@@ -21,12 +21,12 @@ every traversal and float32 is stored exactly, so stripes change no bit.
 
 from __future__ import annotations
 
-import tempfile
 from typing import Optional
 
 import numpy as np
 
 from ..classes import NODATA
+from ..fileio import SlotFile
 
 WEIGHT_FLOOR = 0.05
 
@@ -46,10 +46,10 @@ class EdgeSpill:
 
     One slot per row of windows, rewritten stripe after stripe: a row's slot is read by the
     next stripe's first window (:meth:`take`) before that stripe's last window writes it again
-    (:meth:`put`).  The file is created in ``folder`` (the output's, where the output has to
-    fit anyway) on the first :meth:`put` with :func:`tempfile.TemporaryFile`, which has no name
-    on Linux and is deleted on close elsewhere, so nothing is left behind even when the process
-    is killed.  A full disk raises the ``OSError`` the caller reports for its outputs.
+    (:meth:`put`).  The file (:class:`~optsar_plugin.fileio.SlotFile`) is created in ``folder``
+    (the output's, where the output has to fit anyway) on the first :meth:`put`; it has no name,
+    so nothing is left behind even when the process is killed.  A full disk raises the
+    ``OSError`` the caller reports for its outputs.
     """
 
     def __init__(self, shape, folder: Optional[str] = None):
@@ -63,18 +63,15 @@ class EdgeSpill:
     def put(self, i: int, sums: np.ndarray) -> None:
         if self._file is None:
             self._buf = np.empty(self.shape, np.float32)
-            self._file = tempfile.TemporaryFile(prefix=".optsar-stripe-edges-", dir=self.folder)
+            self._file = SlotFile(self.folder, ".optsar-stripe-edges-", self._buf.nbytes)
         np.copyto(self._buf, sums)
-        self._file.seek(i * self._buf.nbytes)
-        self._file.write(self._buf.data)
+        self._file.write(i, self._buf)
         self._held.add(i)
 
     def take(self, i: int, out: np.ndarray) -> None:
         """Copy row ``i``'s sums into ``out`` and free the slot."""
         self._held.remove(i)
-        self._file.seek(i * self._buf.nbytes)
-        if self._file.readinto(self._buf.data) != self._buf.nbytes:
-            raise OSError(f"the temporary file of stripe edges in {self.folder or tempfile.gettempdir()} was cut short")
+        self._file.read_into(i, self._buf)
         np.copyto(out, self._buf)
 
     def close(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from collections import deque
 from typing import Dict, Optional
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from ..classes import NODATA, ClassScheme
 from ..deps import require
+from ..fileio import SlotFile
 from ..raster_io import close_written, gdal_failures, write_checked
 
 BLOCK = 256  # GeoTIFF tile edge of the outputs
@@ -78,52 +78,43 @@ class PieceSpill:
 
     A column stripe's right edge cuts a column of output tiles, whose left part is final
     long before the next stripe brings its right part: held in memory, those pieces would
-    grow with the scene's height (9 classes' probabilities: 9 KB a row).  They wait in a file
-    made on the first :meth:`put` with :func:`tempfile.TemporaryFile` in ``folder`` (the
-    output's), which has no name on Linux, so nothing survives a kill (as the blender's
-    :class:`~optsar_plugin.inference.blender.EdgeSpill`).  The file is cut in slots of one
-    piece's largest size (``slot_rows`` x ``block`` px of the output's bands); :meth:`get` reads
-    a piece back and frees its slot for the next, so the file holds about one tile column of
-    the scene's height (the edge being read and the one being written), however many stripes.
+    grow with the scene's height (9 classes' probabilities: 9 KB a row).  They wait in a
+    :class:`~optsar_plugin.fileio.SlotFile` made in ``folder`` (the output's) on the first
+    :meth:`put`, which has no name, so nothing survives a kill (as the blender's
+    :class:`~optsar_plugin.inference.blender.EdgeSpill`).  Its slots hold one piece's largest
+    size (``slot_rows`` x ``block`` px of the output's bands); :meth:`get` reads a piece back and
+    frees its slot for the next, so the file holds about one tile column of the scene's height
+    (the edge being read and the one being written), however many stripes.
     """
 
     def __init__(self, folder: Optional[str], slot_rows: int, block: int = BLOCK):
-        self.folder, self.slot_rows, self.block = folder, slot_rows, block
-        self._file = None
-        self._slot_bytes = 0
+        self.slot_rows, self.block = slot_rows, block
+        self._file = SlotFile(folder, ".optsar-tile-edges-")
         self.slots = 0  # slots in the file
         self._free: list = []
 
     def put(self, array: np.ndarray) -> Spilled:
         array = np.ascontiguousarray(array)
-        if self._file is None:
-            self._slot_bytes = array.shape[0] * self.slot_rows * self.block * array.itemsize
-            self._file = tempfile.TemporaryFile(prefix=".optsar-tile-edges-", dir=self.folder)
-        if array.nbytes > self._slot_bytes:
-            raise ValueError(f"a piece of {array.shape} does not fit a slot of {self.slot_rows} x {self.block} px")
+        if not self._file.used:
+            self._file.slot_bytes = array.shape[0] * self.slot_rows * self.block * array.itemsize
         slot = self._free.pop() if self._free else self.slots
+        self._file.write(slot, array)
         self.slots = max(self.slots, slot + 1)
-        self._file.seek(slot * self._slot_bytes)
-        self._file.write(array.data)
         return Spilled(slot, array.shape, array.dtype)
 
     def get(self, piece: Spilled) -> np.ndarray:
         """The piece, read back; its slot is free again."""
         out = np.empty(piece.shape, piece.dtype)
-        self._file.seek(piece.slot * self._slot_bytes)
-        if self._file.readinto(out.data) != out.nbytes:
-            raise OSError(f"the temporary file of tile edges in {self.folder or tempfile.gettempdir()} was cut short")
+        self._file.read_into(piece.slot, out)
         self._free.append(piece.slot)
         return out
 
     @property
     def used(self) -> bool:
-        return self._file is not None
+        return self._file.used
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._file.close()
 
 
 class Spilled:
