@@ -878,7 +878,10 @@ def demo(tmp_path_factory):
     stats = {"optical": compute_stats(opt.reshape(opt.shape[0], -1)[:, ::7], "optical"),
              "sar": compute_stats(sar.reshape(2, -1)[:, ::7], "sar")}
     torch.manual_seed(0)
-    model = build_model("cloudlulc_net", optical_bands=opt.shape[0], sar_bands=2, num_classes=3, **TINY).eval()
+    # the 1/4-resolution head (decoder="quarter", as checkpoints before the full-resolution decoder): its
+    # last 1x1 convolution is fitted to the truth below
+    model = build_model("cloudlulc_net", optical_bands=opt.shape[0], sar_bands=2, num_classes=3, decoder="quarter",
+                        **TINY).eval()
     feats = []
     hook = model.decoder[1].register_forward_hook(lambda m, i, o: feats.append(i[0]))
     with torch.no_grad():

@@ -186,3 +186,45 @@ def test_bad_inputs_and_options_raise_optsar_errors():
         _model(blocks=3)
     with pytest.raises(OptsarError, match="heads"):
         _model(embed_dim=100, heads=8)
+
+
+def _fit_one_pixel_stripes(decoder: str, steps: int = 150) -> float:
+    """Train on 1-px stripes (class = sign of optical band 0 at each pixel); return the training accuracy."""
+    model = _model(2, 1, 2, channels=16, num_blocks=1, order=1, embed_dim=32, depth=1, heads=2,
+                   anchor_weight=0.0, decoder=decoder)
+    gen = torch.Generator().manual_seed(0)
+    opt_in = torch.randn(4, 2, 32, 32, generator=gen)
+    opt_in[:, 0] = torch.where(torch.arange(32) % 2 == 0, 1.0, -1.0).view(1, 1, 32)  # alternating columns
+    sar = torch.randn(4, 1, 32, 32, generator=gen)
+    target = (opt_in[:, 0] > 0).long()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model.loss(model.forward_train(opt_in, sar), target)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        return float((model.eval()(opt_in, sar).argmax(1) == target).float().mean())
+
+
+def test_the_full_resolution_decoder_draws_what_a_quarter_resolution_head_cannot():
+    """One-pixel-wide classes: the default decoder fits them, the 1/4 head stays near chance."""
+    assert _fit_one_pixel_stripes("full") > 0.98
+    assert _fit_one_pixel_stripes("quarter") < 0.75
+
+
+def test_decoder_option_and_configurations_written_before_it():
+    from optsar_plugin.models import complete_config
+
+    model = _model(channels=32, embed_dim=64, depth=1, heads=4)
+    assert model.config["decoder"] == "full"
+    old = {k: v for k, v in model.config.items() if k != "decoder"}
+    assert complete_config("cloudlulc_net", old)["decoder"] == "quarter"  # older checkpoints had the 1/4 head
+    quarter = build_model("cloudlulc_net", **complete_config("cloudlulc_net", old)).eval()
+    opt, sar = _inputs(12, 2, 64, 64)
+    with torch.no_grad():
+        assert quarter(opt, sar).shape == (1, 6, 64, 64)
+    assert sum(p.numel() for p in quarter.parameters()) < sum(p.numel() for p in model.parameters())
+    with pytest.raises(OptsarError, match="decoder"):
+        _model(decoder="eighth")

@@ -120,6 +120,7 @@ _BOUNDS = {
         "channels": Bound(int, 2, 1024), "num_blocks": Bound(int, 1, 16), "order": Bound(int, 1, 8),
         "embed_dim": Bound(int, 1, 2048), "depth": Bound(int, 0, 48), "heads": Bound(int, 1, 64),
         "mlp_ratio": Bound(float, 0.25, 16.0), "anchor_weight": Bound(float, 0.0, 100.0),
+        "decoder": Bound(str, choices=("full", "quarter")),
     },
 }
 
@@ -158,6 +159,7 @@ MODEL_NAMES = tuple(_REGISTRY)
 # (which lacks the key) was built with - so an old checkpoint rebuilds the network it was trained as.
 LEGACY_OPTIONS: Dict[str, Dict] = {
     "mosfnet": {"ffm_residual": False, "encoder": "convnextv2_tiny", "ffm_kernel": 3},
+    "cloudlulc_net": {"decoder": "quarter"},
 }
 
 
