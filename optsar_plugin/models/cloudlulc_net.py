@@ -281,6 +281,19 @@ def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class QuarterDecoder(nn.Sequential):
+    """The earlier head (``decoder="quarter"``): Conv3x3-BN-GELU and Conv1x1 at 1/4, bilinear to the input size.
+
+    A ``Sequential`` so that checkpoints written before the option load unchanged (``decoder.0``, ``decoder.1``).
+    """
+
+    def __init__(self, channels: int, embed_dim: int, num_classes: int):
+        super().__init__(_conv_bn_gelu(embed_dim + channels, channels, 1), nn.Conv2d(channels, num_classes, 1))
+
+    def forward(self, context: torch.Tensor, stems, inputs, reliability: torch.Tensor) -> torch.Tensor:
+        return _up(super().forward(context), inputs[0])
+
+
 class FullResolutionDecoder(nn.Module):
     """Context at 1/4 -> 1/2 (+ both stems' first layer) -> full resolution (+ per-pixel band embeddings).
 
@@ -387,10 +400,7 @@ class CloudLULCNet(nn.Module):
             self.decoder = FullResolutionDecoder(c["optical_bands"], c["sar_bands"], c["channels"], c["embed_dim"],
                                                  c["num_classes"])
         else:
-            self.decoder = nn.Sequential(
-                _conv_bn_gelu(c["embed_dim"] + c["channels"], c["channels"], 1),
-                nn.Conv2d(c["channels"], c["num_classes"], 1),
-            )
+            self.decoder = QuarterDecoder(c["channels"], c["embed_dim"], c["num_classes"])
         self.anchor = SemanticAnchor(c["num_classes"], c["channels"], c["embed_dim"])  # training only
         self.apply(self._init_linear)
 
@@ -432,11 +442,7 @@ class CloudLULCNet(nn.Module):
         fused = self.aggregate(torch.cat(outs, dim=1))
         z = self.usmt(fused)
         y = F.interpolate(z, size=fused.shape[-2:], mode="bilinear", align_corners=False)
-        context = torch.cat([y, fused], dim=1)
-        if isinstance(self.decoder, FullResolutionDecoder):
-            logits = self.decoder(context, (o_half, s_half), (optical, sar), r.mean(dim=1, keepdim=True))
-        else:
-            logits = F.interpolate(self.decoder(context), size=optical.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.decoder(torch.cat([y, fused], dim=1), (o_half, s_half), (optical, sar), r.mean(dim=1, keepdim=True))
         return logits, z, r
 
     # -- contract ----------------------------------------------------------------------
