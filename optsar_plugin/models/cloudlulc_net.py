@@ -77,8 +77,9 @@ stated here:
    within 2 px of an edge; true labels seen at 1/4 score water IoU 0.865, a per-pixel
    classifier of the same bands 0.83). Measured with the small variant on that chip
    (docs/training_notebook.md): water IoU 0.528 / 0.688 -> 0.596 / 0.707 on the development
-   splits, 0.773 -> 0.809 on the assessed half. ``decoder="quarter"`` is the earlier head: Conv3x3 -> BN -> GELU -> Conv1x1
-   at 1/4, bilinear x4 (checkpoints written before the option existed rebuild it).
+   splits, 0.773 -> 0.809 on the assessed half. ``decoder="quarter"`` is the earlier head:
+   Conv3x3 -> BN -> GELU -> Conv1x1 at 1/4, bilinear x4 (checkpoints written before the
+   option existed rebuild it).
 6. Semantic anchor (training only, used by :meth:`CloudLULCNet.loss`, never by
    ``forward``/``forward_train``): the one-hot label (ignored pixels all-zero) is
    encoded with the same 16-pixel patchification (Conv4x4/4 K -> C, GELU, Conv4x4/4
@@ -441,8 +442,7 @@ class CloudLULCNet(nn.Module):
             outs.append(f_opt)
         fused = self.aggregate(torch.cat(outs, dim=1))
         z = self.usmt(fused)
-        y = F.interpolate(z, size=fused.shape[-2:], mode="bilinear", align_corners=False)
-        logits = self.decoder(torch.cat([y, fused], dim=1), (o_half, s_half), (optical, sar), r.mean(dim=1, keepdim=True))
+        logits = self.decoder(torch.cat([_up(z, fused), fused], dim=1), (o_half, s_half), (optical, sar), r.mean(dim=1, keepdim=True))
         return logits, z, r
 
     # -- contract ----------------------------------------------------------------------
