@@ -29,7 +29,7 @@ What it does (numbers for the README):
    used only here).
 
 The results are printed as a table and written to ``<out>/results.json``.  With the
-defaults a run takes at most ten minutes of training, so the six runs take some 20-50
+defaults a run takes at most ten minutes of training, so the six runs take some 35-60
 minutes on a 2-core CPU, depending on the machine.
 """
 
