@@ -30,9 +30,17 @@ fi
 stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # torch's CUDA build and its NVIDIA libraries take about 6 GiB installed, plus pip's unpacking:
+  # say so in one line rather than let pip fail half-way with "No space left on device".
+  need_gib=9
+  free_gib=$(( $(df --output=avail -k "$ROOT/.venv" | tail -1) / 1048576 ))
+  if (( free_gib < need_gib )); then
+    echo "make env: only ${free_gib} GiB free on the disk of $ROOT/.venv; the pinned Python packages need about ${need_gib} GiB" >&2
+    exit 1
+  fi
   echo "==> Installing pinned Python packages into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  .venv/bin/python -m pip install -q --no-cache-dir --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"
 fi
 
