@@ -33,6 +33,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch's CUDA build and its NVIDIA libraries take about 6 GiB installed, plus pip's unpacking:
   # say so in one line rather than let pip fail half-way with "No space left on device".
   need_gib=9
+  compgen -G ".venv/lib/python3*/site-packages/torch" >/dev/null && need_gib=1  # an update of the pins
   free_gib=$(( $(df --output=avail -k "$ROOT/.venv" | tail -1) / 1048576 ))
   if (( free_gib < need_gib )); then
     echo "make env: only ${free_gib} GiB free on the disk of $ROOT/.venv; the pinned Python packages need about ${need_gib} GiB" >&2
