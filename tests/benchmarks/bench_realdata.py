@@ -139,27 +139,28 @@ def block_bootstrap_difference(truth, pred_a, pred_b, sel, block: int = 32, draw
     """Water IoU of ``pred_a`` minus that of ``pred_b`` on ``sel``, with a 95 % spatial block-bootstrap interval.
 
     Neighbouring pixels are not independent samples, so the assessed pixels are resampled as whole
-    ``block`` x ``block`` px blocks (a moving-block bootstrap without overlap: Kunsch 1989; Lahiri
-    2003): each draw picks as many blocks as hold assessed pixels, with replacement, and scores both
+    ``block`` x ``block`` px blocks (a block bootstrap with non-overlapping blocks; Lahiri 2003,
+    ch. 2): each draw picks as many blocks as hold assessed pixels, with replacement, and scores both
     maps on the same draw (a paired comparison).  The interval covers where the assessed pixels
     lie, not training randomness (seeds; see the notebook).  Returns ``{"difference", "low", "high",
     "blocks"}``.
     """
-    def counts(pred):  # per block: water true positives, false positives, false negatives
-        ok = sel & (truth >= 0)
-        t, p = (truth == WATER) & ok, (pred == WATER) & ok
-        parts = [t & p, ~t & p, t & ~p]
-        h, w = truth.shape
-        return np.stack([m[: h // block * block, : w // block * block]
-                         .reshape(h // block, block, w // block, block).sum(axis=(1, 3)).ravel() for m in parts], 1)
+    h, w = (n // block * block for n in truth.shape)
+    ok = sel & (truth >= 0)
 
-    keep = np.flatnonzero((sel & (truth >= 0))[: truth.shape[0] // block * block, : truth.shape[1] // block * block]
-                          .reshape(truth.shape[0] // block, block, -1, block).any(axis=(1, 3)).ravel())
-    a, b = counts(pred_a)[keep], counts(pred_b)[keep]
+    def per_block(m):
+        return m[:h, :w].reshape(h // block, block, w // block, block).sum(axis=(1, 3)).ravel()
+
+    keep = np.flatnonzero(per_block(ok))
+
+    def counts(pred):  # per kept block: water true positives, false positives, false negatives
+        t, p = (truth == WATER) & ok, (pred == WATER) & ok
+        return np.stack([per_block(m) for m in (t & p, ~t & p, t & ~p)], 1)[keep]
 
     def iou(c):  # c: (..., 3) summed counts
         return c[..., 0] / np.maximum(c.sum(axis=-1), 1)
 
+    a, b = counts(pred_a), counts(pred_b)
     idx = np.random.default_rng(seed).integers(0, keep.size, size=(draws, keep.size))
     diffs = iou(a[idx].sum(axis=1)) - iou(b[idx].sum(axis=1))
     low, high = np.percentile(diffs, [2.5, 97.5])
