@@ -228,3 +228,24 @@ def test_decoder_option_and_configurations_written_before_it():
     assert sum(p.numel() for p in quarter.parameters()) < sum(p.numel() for p in model.parameters())
     with pytest.raises(OptsarError, match="decoder"):
         _model(decoder="eighth")
+
+
+def test_context_dropout_drops_whole_tiles_in_training_only():
+    """Training zeroes a tile's whole context path with probability p; evaluation never does."""
+    small = dict(channels=32, embed_dim=64, depth=1, heads=4)
+    plain = _model(**small)
+    assert plain.config["context_dropout"] == 0.0  # off by default (see the module docstring)
+    model = _model(**small, context_dropout=0.5)
+    model.load_state_dict(plain.state_dict())
+    opt, sar = _inputs(12, 2, 64, 64)
+    opt, sar = opt.repeat(16, 1, 1, 1), sar.repeat(16, 1, 1, 1)  # sixteen copies of one tile
+    with torch.no_grad():
+        assert torch.equal(model.eval()(opt, sar), plain.eval()(opt, sar))
+        torch.manual_seed(1)
+        dropped = model.train()(opt, sar)
+        kept = plain.train()(opt, sar)
+    assert torch.allclose(kept, kept[:1].expand_as(kept))  # without dropout every copy is classified alike
+    same_as_first = [torch.allclose(dropped[i], dropped[0]) for i in range(16)]
+    assert 0 < sum(same_as_first) < 16  # some copies lost their context, some kept it
+    with pytest.raises(OptsarError, match="context_dropout"):
+        _model(context_dropout=1.0)

@@ -120,7 +120,7 @@ _BOUNDS = {
         "channels": Bound(int, 2, 1024), "num_blocks": Bound(int, 1, 16), "order": Bound(int, 1, 8),
         "embed_dim": Bound(int, 1, 2048), "depth": Bound(int, 0, 48), "heads": Bound(int, 1, 64),
         "mlp_ratio": Bound(float, 0.25, 16.0), "anchor_weight": Bound(float, 0.0, 100.0),
-        "decoder": Bound(str, choices=("full", "quarter")),
+        "decoder": Bound(str, choices=("full", "quarter")), "context_dropout": Bound(float, 0.0, 0.95),
     },
 }
 
