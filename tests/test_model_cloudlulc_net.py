@@ -230,22 +230,35 @@ def test_decoder_option_and_configurations_written_before_it():
         _model(decoder="eighth")
 
 
-def test_context_dropout_drops_whole_tiles_in_training_only():
-    """Training zeroes a tile's whole context path with probability p; evaluation never does."""
+def test_context_dropout_spares_cloudy_pixels_and_evaluation():
+    """Training zeroes the context of clear pixels (high ORM reliability) with probability p, never of cloudy ones."""
+    from optsar_plugin.models import complete_config
+    from optsar_plugin.models.cloudlulc_net import CLEAR_SKY
+
     small = dict(channels=32, embed_dim=64, depth=1, heads=4)
-    plain = _model(**small)
-    assert plain.config["context_dropout"] == 0.0  # off by default (see the module docstring)
-    model = _model(**small, context_dropout=0.5)
-    model.load_state_dict(plain.state_dict())
+    model = _model(**small)
+    assert model.config["context_dropout"] == 0.5  # on by default (see the module docstring)
+    old = {k: v for k, v in model.config.items() if k != "context_dropout"}
+    assert complete_config("cloudlulc_net", old)["context_dropout"] == 0.0  # older checkpoints trained without
+    decoder = model.decoder.train()
+    context = torch.rand(4, 8, 64, 64) + 1.0  # never zero by itself
+    reliability = torch.full((4, 1, 64, 64), 0.6)
+    reliability[:, :, :, :24] = 0.6 * CLEAR_SKY * 0.9  # a cloud: reliability below the clear-sky gate
+    torch.manual_seed(1)
+    out = decoder.drop_context(context, reliability)
+    cloud, clear = (slice(None), slice(None), slice(None), slice(0, 24)), (slice(None), slice(None), slice(None), slice(24, None))
+    assert torch.equal(out[cloud], context[cloud])  # cloudy pixels always keep their context
+    dropped = (out[clear] == 0).all(dim=1)  # per pixel, all channels together
+    assert 0.4 < dropped.float().mean() < 0.6  # p = 0.5 of the clear pixels
+    assert torch.allclose(out[clear][~dropped.unsqueeze(1).expand_as(out[clear])],
+                          2 * context[clear][~dropped.unsqueeze(1).expand_as(context[clear])])  # kept ones scaled by 1/(1-p)
+    assert torch.equal(decoder.eval().drop_context(context, reliability), context)  # evaluation keeps everything
+    plain = _model(**small, context_dropout=0.0)
+    plain.load_state_dict(model.state_dict())
     opt, sar = _inputs(12, 2, 64, 64)
-    opt, sar = opt.repeat(16, 1, 1, 1), sar.repeat(16, 1, 1, 1)  # sixteen copies of one tile
     with torch.no_grad():
         assert torch.equal(model.eval()(opt, sar), plain.eval()(opt, sar))
         torch.manual_seed(1)
-        dropped = model.train()(opt, sar)
-        kept = plain.train()(opt, sar)
-    assert torch.allclose(kept, kept[:1].expand_as(kept))  # without dropout every copy is classified alike
-    same_as_first = [torch.allclose(dropped[i], dropped[0]) for i in range(16)]
-    assert 0 < sum(same_as_first) < 16  # some copies lost their context, some kept it
+        assert not torch.allclose(model.train()(opt, sar), plain.train()(opt, sar))
     with pytest.raises(OptsarError, match="context_dropout"):
         _model(context_dropout=1.0)

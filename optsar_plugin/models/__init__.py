@@ -159,7 +159,7 @@ MODEL_NAMES = tuple(_REGISTRY)
 # (which lacks the key) was built with - so an old checkpoint rebuilds the network it was trained as.
 LEGACY_OPTIONS: Dict[str, Dict] = {
     "mosfnet": {"ffm_residual": False, "encoder": "convnextv2_tiny", "ffm_kernel": 3},
-    "cloudlulc_net": {"decoder": "quarter"},
+    "cloudlulc_net": {"decoder": "quarter", "context_dropout": 0.0},
 }
 
 
