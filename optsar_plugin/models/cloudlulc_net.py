@@ -94,9 +94,10 @@ stated here:
    the gain (0.735) and, over five synthetic scenes, nothing is lost under clouds (mIoU
    under cloud 0.658 -> 0.665, overall 0.734 -> 0.752; docs/training_notebook.md). The
    gate is relative to the batch because the ORM's reliability has no fixed scale (it is
-   learnt, without a cloud mask); 0.9 sits between the clear and the cloudy pixels' reliabilities measured on the
-   synthetic scene (clear: 10 % below 0.48-0.53; cloudy: median 0.35-0.38). ``0`` turns
-   the dropout off (checkpoints keep their value; models from before the option get 0).
+   learnt, without a cloud mask); 0.9 sits between the clear and the cloudy pixels'
+   reliabilities measured on the synthetic scene (clear: 10 % below 0.48-0.53; cloudy:
+   median 0.35-0.38). ``0`` turns the dropout off (checkpoints keep their value; models
+   from before the option get 0).
 6. Semantic anchor (training only, used by :meth:`CloudLULCNet.loss`, never by
    ``forward``/``forward_train``): the one-hot label (ignored pixels all-zero) is
    encoded with the same 16-pixel patchification (Conv4x4/4 K -> C, GELU, Conv4x4/4
