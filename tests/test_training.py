@@ -520,6 +520,23 @@ def test_plan_resolves_the_automatic_settings():
         TrainOptions(model_size="huge")
 
 
+def test_class_balance_weights_rare_classes_once_by_the_networks_default():
+    from optsar_plugin.training.recipes import class_balance
+
+    counts = [900, 90, 10]
+    cln = class_balance("auto", "cloudlulc_net", counts)  # inverse by measurement (the notebook)
+    w = cln["weights"]
+    assert (cln["mode"], cln["focal_alpha"], cln["sampling_power"]) == ("inverse", None, 1.0)
+    assert sum(w) / 3 == pytest.approx(1.0, abs=1e-5) and w[2] / w[0] == pytest.approx(90, rel=1e-3)
+    ssf = class_balance("auto", "specsar_former", counts)  # the paper's focal alpha, not a second weighting
+    assert ssf["weights"] is None and ssf["focal_alpha"] == w and ssf["sampling_power"] == 1.0
+    for balance, model in (("auto", "mosfnet"), ("none", "cloudlulc_net")):  # balanced tiles instead
+        b = class_balance(balance, model, counts)
+        assert (b["mode"], b["weights"], b["focal_alpha"], b["sampling_power"]) == ("none", None, None, 0.5)
+    sq = class_balance("sqrt", "mosfnet", counts)["weights"]
+    assert sq[2] / sq[0] == pytest.approx(90 ** 0.5, rel=1e-3)
+
+
 def test_one_labelled_chip_trains_with_the_defaults(scene, tmp_path):
     """Every pixel of the 256 px scene labelled: an automatic tile and validation blocks small enough to validate."""
     r = train(scene["optical"], scene["sar"], str(tmp_path / "c.safetensors"), labels=scene["truth"],

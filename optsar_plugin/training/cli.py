@@ -52,7 +52,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--learning-rate", type=float, default=0.0, help="0 = the model's recipe")
     parser.add_argument("--validation-fraction", type=float, default=0.2, help="labelled share held out in spatial blocks")
     parser.add_argument("--class-balance", choices=CLASS_BALANCE, default="auto",
-                        help="class weighting of the loss (auto: SpecSAR-Former's inverse-frequency focal alpha)")
+                        help="class weighting of the loss (auto: inverse frequency for SpecSAR-Former and CloudLULC-Net, none for MOSFNet)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: CUDA autocast")
