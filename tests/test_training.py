@@ -421,6 +421,31 @@ def test_reference_in_another_crs_is_reprojected(scene, tmp_path):
     assert (utm.index[a & b] == wgs.index[a & b]).mean() > 0.999
 
 
+def test_reference_polygons_and_points_are_burnt_with_conflicts_left_unlabelled(tmp_path):
+    from optsar_plugin.training.reference import labels_from_vector
+    from tests.helpers import centre, rect, write_raster, write_vector
+
+    optical = write_raster(tmp_path / "o.tif", np.ones((2, 20, 30), np.float32))
+    ref = write_vector(tmp_path / "ref.gpkg", [(rect(0, 0, 10, 10), 0), (rect(5, 0, 15, 10), 7),
+                                               (centre(25, 15), 3), (rect(0, 15, 4, 20), 3)])
+    warnings = []
+
+    class Collect(NullFeedback):
+        def warning(self, message):
+            warnings.append(message)
+
+    with rasterio.open(optical) as ds:
+        lab = labels_from_vector(ref, "cls", ds, feedback=Collect())
+    assert lab.scheme.codes == [0, 3, 7]  # class 0 is a class, not nodata
+    codes = np.full(lab.index.shape, -1)
+    codes[lab.index != NODATA] = np.asarray(lab.scheme.codes)[lab.index[lab.index != NODATA]]
+    assert (codes[:10, :5] == 0).all() and (codes[:10, 10:15] == 7).all()
+    assert (codes[:10, 5:10] == -1).all()  # covered by classes 0 and 7: left unlabelled
+    assert codes[15, 25] == 3 and (codes[15:, :4] == 3).all()
+    assert lab.counts.tolist() == [50, 21, 50] and lab.labelled == 121
+    assert any("50 pixel(s) covered by reference polygons of different classes" in w for w in warnings)
+
+
 def test_spatial_split_holds_out_whole_blocks():
     rng = np.random.default_rng(0)
     index = rng.integers(0, 3, (512, 512)).astype(np.uint8)

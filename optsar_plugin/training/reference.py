@@ -182,10 +182,38 @@ def drop_empty(index: np.ndarray, scheme: ClassScheme, counts: np.ndarray, sourc
 # ------------------------------------------------------------------------------------------
 # polygons
 # ------------------------------------------------------------------------------------------
+def _burn(ref, scheme: ClassScheme, optical_ds) -> Tuple[np.ndarray, int]:
+    """(class index per pixel of the optical grid, NODATA elsewhere; pixels left unlabelled by conflicts).
+
+    Burns strip by strip, as positions in ``ref.codes``, then maps them to class indices.
+    """
+    from ..accuracy.rasterize import StripBurner, strips
+
+    H, W = optical_ds.height, optical_ds.width
+    index = np.full((H, W), NODATA, np.uint8)
+    pos_to_idx = np.full(len(ref.codes) + 1, NODATA, np.uint8)
+    idx_of_code = {c: k for k, c in enumerate(scheme.codes)}
+    for p, code in enumerate(ref.codes):
+        pos_to_idx[p] = idx_of_code[code]
+    burner = StripBurner(ref, optical_ds.transform, W, H)
+    conflicts = 0
+    lo, hi = burner.rows_with_reference()
+    for off, h in strips(H, STRIP_ROWS):
+        if off + h <= lo or off >= hi:
+            continue
+        s = burner.strip(off, h)
+        conflicts += s.conflict_pixels
+        if s.index is not None:
+            sel = s.index >= 0
+            index[off : off + h][sel] = pos_to_idx[s.index[sel]]
+        if len(s.point_rows):
+            index[off + s.point_rows, s.point_cols] = pos_to_idx[s.point_index]
+    return index, conflicts
+
+
 def labels_from_vector(path: str, class_field: str, optical_ds, *, name_field: Optional[str] = None,
                        layer: Optional[str] = None, feedback=None) -> Labels:
     """Burn reference features (``class_field``) on the grid of the open optical raster ``optical_ds``."""
-    from ..accuracy.rasterize import StripBurner, strips
     from ..vector_io import list_ids, read_reference
 
     feedback = feedback or NullFeedback()
@@ -228,26 +256,7 @@ def labels_from_vector(path: str, class_field: str, optical_ds, *, name_field: O
             notes.append(msg)
     if ref.crs_note:
         feedback.info(f"Reference: {ref.crs_note}.")
-    # Burn, strip by strip, as positions in ref.codes, then map to class indices.
-    H, W = optical_ds.height, optical_ds.width
-    index = np.full((H, W), NODATA, np.uint8)
-    pos_to_idx = np.full(len(ref.codes) + 1, NODATA, np.uint8)
-    idx_of_code = {c: k for k, c in enumerate(scheme.codes)}
-    for p, code in enumerate(ref.codes):
-        pos_to_idx[p] = idx_of_code[code]
-    burner = StripBurner(ref, optical_ds.transform, W, H)
-    conflicts = 0
-    lo, hi = burner.rows_with_reference()
-    for off, h in strips(H, STRIP_ROWS):
-        if off + h <= lo or off >= hi:
-            continue
-        s = burner.strip(off, h)
-        conflicts += s.conflict_pixels
-        if s.index is not None:
-            sel = s.index >= 0
-            index[off : off + h][sel] = pos_to_idx[s.index[sel]]
-        if len(s.point_rows):
-            index[off + s.point_rows, s.point_cols] = pos_to_idx[s.point_index]
+    index, conflicts = _burn(ref, scheme, optical_ds)
     if conflicts:
         msg = f"{conflicts} pixel(s) covered by reference polygons of different classes are left unlabelled."
         feedback.warning(msg)
