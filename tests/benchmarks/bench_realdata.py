@@ -1,6 +1,6 @@
 """Real Sentinel-1/2 data: each network trained with DEFAULT settings against a random forest and NDWI.
 
-    python tests/benchmarks/bench_realdata.py [--models ...] [--split west] [--protocol assess|dev]
+    python tests/benchmarks/bench_realdata.py [--models ...] [--split west] [--protocol assess|dev] [--seeds 0,1,2]
 
 The data: the Sen1Floods11 hand-labelled chip Spain_7370579 in ``../shared/realdata``
 (512 x 512 px, Sentinel-2 L1C 13 bands as integer reflectance x 10000, Sentinel-1
@@ -34,6 +34,11 @@ pixels (:func:`block_bootstrap_difference`): is the gap larger than where the as
 Each network's checkpoint also classifies the chip with 64 px tiles, with one 512 px pass
 and with test-time augmentation (flips, d4): each map's accuracy and its agreement with
 the single pass (the tile seams) are printed (``--no-inference`` skips this).
+
+One seed's map moves by up to 0.04 water IoU against another's, as much as most recipe changes
+(docs/training_notebook.md).  ``--seeds 0,1,2`` trains each network once per seed and prints each
+seed's row, their mean and spread, and the map of the seeds' averaged class probabilities (an
+ensemble, with its block-bootstrap difference from the forest); the forest is run with each seed too.
 """
 
 from __future__ import annotations
@@ -168,6 +173,18 @@ def block_bootstrap_difference(truth, pred_a, pred_b, sel, block: int = 32, draw
             "blocks": int(keep.size)}
 
 
+def ensemble_map(probabilities) -> np.ndarray:
+    """The class map of several runs' averaged class probabilities ((K, H, W) each): argmax of the mean."""
+    return np.mean(np.stack(probabilities), axis=0).argmax(axis=0).astype(np.int16)
+
+
+def seed_summary(values) -> dict:
+    """Mean, sample standard deviation, lowest and highest of one figure over seeds."""
+    v = np.asarray(values, dtype=float)
+    return {"seeds": int(v.size), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+
 def ndwi(opt: np.ndarray) -> np.ndarray:
     b3, b8 = opt[2], opt[7]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -180,20 +197,25 @@ def best_threshold(index: np.ndarray, truth: np.ndarray, sel: np.ndarray) -> flo
     return float(grid[int(np.nanargmax(ious))])
 
 
-def baselines(opt, sar, lab, train_mask, test_mask, seed=0):
-    """The baselines' rows (random forest, NDWI, resolution bounds) and the forest's map."""
+def forest_map(opt, sar, lab, train_mask, seed: int) -> np.ndarray:
+    """The random forest's map of the chip: 200 trees on 30 000 random labelled training pixels, 15 bands."""
     from sklearn.ensemble import RandomForestClassifier
 
-    res = {}
     x = np.nan_to_num(np.concatenate([opt, sar]).reshape(opt.shape[0] + sar.shape[0], -1).T)
     y = lab.ravel()
     rng = np.random.default_rng(seed)
     idx = np.flatnonzero(train_mask.ravel() & (y >= 0))
     idx = rng.choice(idx, min(30000, idx.size), replace=False)
-    t0 = time.perf_counter()
     rf = RandomForestClassifier(200, n_jobs=2, random_state=seed).fit(x[idx], y[idx])
+    return rf.predict(x).reshape(lab.shape)
+
+
+def baselines(opt, sar, lab, train_mask, test_mask, seed=0):
+    """The baselines' rows (random forest, NDWI, resolution bounds) and the forest's map."""
+    res = {}
+    t0 = time.perf_counter()
+    pred = forest_map(opt, sar, lab, train_mask, seed)
     fit_s = time.perf_counter() - t0
-    pred = rf.predict(x).reshape(lab.shape)
     res["random forest (200 trees, 30k px, 15 bands)"] = {**scores(lab, pred, test_mask),
                                                            "train_seconds": round(fit_s, 1)}
     nd = ndwi(opt)
@@ -237,11 +259,16 @@ def run_network(model, p, labels_tif, out: Path, train_args: dict, seed: int, qu
                 feedback=Log(f"[{model}] ", quiet), **{"seed": seed, **train_args})
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    classify(str(p["S2"]), str(p["S1"]), str(ck), str(out / f"{model}_map.tif"), feedback=Log(f"[{model}] ", True))
+    prob = out / f"{model}_probabilities.tif"
+    classify(str(p["S2"]), str(p["S1"]), str(ck), str(out / f"{model}_map.tif"), output_probabilities=str(prob),
+             feedback=Log(f"[{model}] ", True))
     classify_s = time.perf_counter() - t0
     with rasterio.open(out / f"{model}_map.tif") as ds:
         pred = ds.read(1).astype(np.int16)
-    return {"pred": pred, "train_seconds": round(train_s, 1), "classify_seconds": round(classify_s, 1),
+    with rasterio.open(prob) as ds:
+        probabilities = ds.read()
+    return {"pred": pred, "probabilities": probabilities,
+            "train_seconds": round(train_s, 1), "classify_seconds": round(classify_s, 1),
             "result": {k: res.get(k) for k in ("best_epoch", "steps_per_epoch", "seconds", "stopped", "steps",
                                                 "model_size", "device")},
             "best": res.get("best")}
@@ -275,6 +302,61 @@ def inference_variants(model, p, out: Path, lab, test_mask, default_pred) -> dic
     return rows
 
 
+def mean_row(rows) -> dict:
+    """One table row of OA, water IoU and mIoU averaged over runs, with the spread of water IoU."""
+    rows = list(rows)
+    out = {k: float(np.mean([r[k] for r in rows])) for k in ("oa", "iou_water", "miou")}
+    return {**out, "water_iou_over_seeds": seed_summary([r["iou_water"] for r in rows])}
+
+
+def one_seed(model, seed: int, chip: dict, out: Path, train_args: dict, quiet: bool, inference: bool) -> dict:
+    """A network trained with one seed: its row, its gap to the forest and (``inference``) other tilings and TTA."""
+    lab, test_mask, p = chip["lab"], chip["test_mask"], chip["p"]
+    r = run_network(model, p, chip["labels_tif"], out, dict(train_args), seed, quiet)
+    name = f"{model} (train defaults{', ' + json.dumps(train_args) if train_args else ''})"
+    row = {**scores(lab, r["pred"], test_mask), "train_seconds": r["train_seconds"],
+           "classify_seconds": r["classify_seconds"], **r["result"], "validation": r["best"]}
+    print_table({name: row}, f"{model}: {r['result']}")
+    row["against_forest"] = vs = block_bootstrap_difference(lab, r["pred"], chip["forest"], test_mask, seed=seed)
+    print(f"  water IoU minus the forest's: {vs['difference']:+.3f} (95 % block bootstrap, {vs['blocks']} blocks "
+          f"of 32 px: {vs['low']:+.3f} to {vs['high']:+.3f})", flush=True)
+    if inference:
+        row["inference"] = variants = inference_variants(model, p, out, lab, test_mask, r["pred"])
+        print(f"{'  inference of ' + model:52s} |   OA  | water IoU |  mIoU | agreement with one pass")
+        for v, vr in variants.items():
+            print(f"  {v:50s} | {vr['oa']:.3f} |   {vr['iou_water']:.3f}   | {vr['miou']:.3f} | "
+                  f"{vr['agreement_with_single_pass']:.4f}")
+    return {name: row}
+
+
+def over_seeds(model, seeds, chip: dict, out: Path, train_args: dict, quiet: bool) -> dict:
+    """A network trained once per seed: each seed's row, their mean, and the map of the averaged probabilities.
+
+    ``chip``: ``p``, ``labels_tif``, ``lab``, ``test_mask`` and ``forest`` (the forest's map of the first seed,
+    which the ensemble's block-bootstrap difference is taken against).
+    """
+    lab, test_mask = chip["lab"], chip["test_mask"]
+    rows, probabilities = {}, []
+    for seed in seeds:
+        folder = out / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        r = run_network(model, chip["p"], chip["labels_tif"], folder, dict(train_args), seed, quiet)
+        rows[f"{model}, seed {seed}"] = {**scores(lab, r["pred"], test_mask), "train_seconds": r["train_seconds"],
+                                         **r["result"]}
+        probabilities.append(r["probabilities"])
+        print_table({f"{model}, seed {seed}": rows[f"{model}, seed {seed}"]}, f"{model}: {r['result']}")
+    rows[f"{model}, mean of {len(seeds)} seeds"] = m = mean_row(rows.values())
+    ensemble = ensemble_map(probabilities)
+    name = f"{model}, ensemble of {len(seeds)} seeds"
+    rows[name] = {**scores(lab, ensemble, test_mask),
+                  "against_forest": block_bootstrap_difference(lab, ensemble, chip["forest"], test_mask)}
+    w, vs = m["water_iou_over_seeds"], rows[name]["against_forest"]
+    print(f"  water IoU over {w['seeds']} seeds: mean {w['mean']:.3f}, sd {w['sd']:.3f} ({w['min']:.3f}-{w['max']:.3f}); "
+          f"the ensemble (probabilities averaged) {rows[name]['iou_water']:.3f}, minus the forest's "
+          f"{vs['difference']:+.3f} ({vs['low']:+.3f} to {vs['high']:+.3f})", flush=True)
+    return rows
+
+
 def print_table(rows: dict, title: str) -> None:
     print(f"\n{title}")
     print(f"{'method':52s} |   OA  | water IoU |  mIoU | train s")
@@ -292,6 +374,10 @@ def main(argv=None) -> int:
     ap.add_argument("--split", choices=("west", "east", "north", "south"), default="west")
     ap.add_argument("--protocol", choices=("assess", "dev", "dev2"), default="assess")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="comma-separated seeds, e.g. 0,1,2: each network is trained once per seed; prints each "
+                         "seed, their mean and spread, and the map of the seeds' averaged probabilities (an ensemble); "
+                         "the forest is run with each seed too (replaces --seed; no inference variants)")
     ap.add_argument("--train-args", type=json.loads, default={}, help='extra train() keywords as JSON, e.g. \'{"epochs": 8}\'')
     ap.add_argument("--tag", default="", help="a label for this run in results.json")
     ap.add_argument("--quiet", action="store_true", help="only warnings and the results")
@@ -310,32 +396,28 @@ def main(argv=None) -> int:
     n_train, n_test = int((train_mask & (lab >= 0)).sum()), int((test_mask & (lab >= 0)).sum())
     print(f"Sen1Floods11 {CHIP}: split {a.split}, protocol {a.protocol}: {n_train} labelled training pixels, "
           f"{n_test} assessed pixels (water {float((lab[test_mask] == WATER).mean()):.0%}).", flush=True)
-    rows, forest = baselines(opt, sar, lab, train_mask, test_mask, a.seed)
+    seeds = a.seeds or [a.seed]
+    rows, forest = baselines(opt, sar, lab, train_mask, test_mask, seeds[0])
+    if len(seeds) > 1:
+        rows[f"random forest, mean of {len(seeds)} seeds"] = mean_row(
+            scores(lab, forest_map(opt, sar, lab, train_mask, s), test_mask) for s in seeds)
     print_table(rows, "Baselines")
+    chip = {"p": p, "labels_tif": labels_tif, "lab": lab, "test_mask": test_mask, "forest": forest}
     for model in a.models:
-        r = run_network(model, p, labels_tif, out, dict(a.train_args), a.seed, a.quiet)
-        name = f"{model} (train defaults{', ' + json.dumps(a.train_args) if a.train_args else ''})"
-        rows[name] = {**scores(lab, r["pred"], test_mask), "train_seconds": r["train_seconds"],
-                      "classify_seconds": r["classify_seconds"], **r["result"],
-                      "validation": r["best"]}
-        print_table({name: rows[name]}, f"{model}: {r['result']}")
-        rows[name]["against_forest"] = vs = block_bootstrap_difference(lab, r["pred"], forest, test_mask, seed=a.seed)
-        print(f"  water IoU minus the forest's: {vs['difference']:+.3f} (95 % block bootstrap, {vs['blocks']} blocks "
-              f"of 32 px: {vs['low']:+.3f} to {vs['high']:+.3f})", flush=True)
-        if a.inference:
-            variants = inference_variants(model, p, out, lab, test_mask, r["pred"])
-            rows[name]["inference"] = variants
-            print(f"{'  inference of ' + model:52s} |   OA  | water IoU |  mIoU | agreement with one pass")
-            for v, row in variants.items():
-                print(f"  {v:50s} | {row['oa']:.3f} |   {row['iou_water']:.3f}   | {row['miou']:.3f} | "
-                      f"{row['agreement_with_single_pass']:.4f}")
-        results = {"split": a.split, "protocol": a.protocol, "seed": a.seed, "train_args": a.train_args, "rows": rows}
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+        if len(seeds) > 1:
+            rows.update(over_seeds(model, seeds, chip, out / model, a.train_args, a.quiet))
+        else:
+            rows.update(one_seed(model, a.seed, chip, out, a.train_args, a.quiet, a.inference))
+        save_results(out, a, seeds, rows)
     print_table(rows, f"Sen1Floods11 {CHIP}, trained on the {a.split} half, protocol {a.protocol}")
-    results = {"split": a.split, "protocol": a.protocol, "seed": a.seed, "train_args": a.train_args, "rows": rows}
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    save_results(out, a, seeds, rows)
     print(f"\nresults: {out / 'results.json'}")
     return 0
+
+
+def save_results(out: Path, a, seeds, rows) -> None:
+    results = {"split": a.split, "protocol": a.protocol, "seeds": seeds, "train_args": a.train_args, "rows": rows}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
 
 
 if __name__ == "__main__":
