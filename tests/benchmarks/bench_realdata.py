@@ -399,8 +399,8 @@ def main(argv=None) -> int:
     seeds = a.seeds or [a.seed]
     rows, forest = baselines(opt, sar, lab, train_mask, test_mask, seeds[0])
     if len(seeds) > 1:
-        rows[f"random forest, mean of {len(seeds)} seeds"] = mean_row(
-            scores(lab, forest_map(opt, sar, lab, train_mask, s), test_mask) for s in seeds)
+        rows[f"random forest, mean of {len(seeds)} seeds"] = mean_row(scores(
+            lab, forest if s == seeds[0] else forest_map(opt, sar, lab, train_mask, s), test_mask) for s in seeds)
     print_table(rows, "Baselines")
     chip = {"p": p, "labels_tif": labels_tif, "lab": lab, "test_mask": test_mask, "forest": forest}
     for model in a.models:
