@@ -282,7 +282,7 @@ def read_reference(
     polygons or points).  ``raster_bounds`` is ``(left, bottom,
     right, top)`` in the raster CRS.
     """
-    gdal, ogr, _ = ogr_modules()
+    gdal, _, _ = ogr_modules()
     ds, layer = open_layer(path, layer_name)
     field_kind(layer, class_field, path)
     field_index = layer.GetLayerDefn().GetFieldIndex(class_field)
@@ -291,33 +291,17 @@ def read_reference(
     transform = _transform_to_raster(layer, raster_crs_wkt, out)
     points: List[tuple] = []
     lines: List[int] = []
-    line_types = (ogr.wkbLineString, ogr.wkbMultiLineString, ogr.wkbCircularString, ogr.wkbCompoundCurve,
-                  ogr.wkbMultiCurve)
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
         layer.ResetReading()
         for feat in layer:
             out.n_features += 1
-            fid = int(feat.GetFID())
-            value = feat.GetField(field_index) if feat.IsFieldSetAndNotNull(field_index) else None
-            if value is None or (isinstance(value, str) and not value.strip()):
-                out.null_class_ids.append(fid)
-                continue
-            code = int(resolve(value))
-            if code == NODATA:  # 255 is never a class (as in label rasters and classifications)
-                out.unlabelled_ids.append(fid)
-                continue
-            geom = feat.GetGeometryRef()
-            if geom is None or geom.IsEmpty():
-                out.empty_geometry_ids.append(fid)
-                continue
-            flat = ogr.GT_Flatten(geom.GetGeometryType())
-            if flat in line_types:
-                lines.append(fid)
-                continue
-            geom = _usable_geometry(geom.Clone(), flat, transform, fid, out)
-            if geom is not None:
-                _add_feature(out, geom, flat, code, fid, raster_bounds, points)
+            found = _classified_geometry(feat, field_index, resolve, out, lines)
+            if found is not None:
+                geom, flat, code, fid = found
+                geom = _usable_geometry(geom.Clone(), flat, transform, fid, out)
+                if geom is not None:
+                    _add_feature(out, geom, flat, code, fid, raster_bounds, points)
     finally:
         gdal.PopErrorHandler()
     del ds
@@ -332,3 +316,31 @@ def read_reference(
         out.point_codes = np.asarray(codes, dtype=np.int64)
         out.point_fids = np.asarray(fids, dtype=np.int64)
     return out
+
+
+def _classified_geometry(feat, field_index: int, resolve, out: ReferenceData, lines: List[int]):
+    """``(geometry, flat type, class code, fid)`` of one feature, or None when it is skipped.
+
+    A skipped feature is recorded in ``out`` (no class, unlabelled code 255, empty geometry) or,
+    for a line, in ``lines`` (the caller refuses the layer once all lines are counted).
+    """
+    _, ogr, _ = ogr_modules()
+    fid = int(feat.GetFID())
+    value = feat.GetField(field_index) if feat.IsFieldSetAndNotNull(field_index) else None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        out.null_class_ids.append(fid)
+        return None
+    code = int(resolve(value))
+    if code == NODATA:  # 255 is never a class (as in label rasters and classifications)
+        out.unlabelled_ids.append(fid)
+        return None
+    geom = feat.GetGeometryRef()
+    if geom is None or geom.IsEmpty():
+        out.empty_geometry_ids.append(fid)
+        return None
+    flat = ogr.GT_Flatten(geom.GetGeometryType())
+    if flat in (ogr.wkbLineString, ogr.wkbMultiLineString, ogr.wkbCircularString, ogr.wkbCompoundCurve,
+                ogr.wkbMultiCurve):
+        lines.append(fid)
+        return None
+    return geom, flat, code, fid
