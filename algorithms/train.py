@@ -136,6 +136,14 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.add_imagery_parameters("in order")
+        self._add_reference_parameters()
+        self._add_model_parameters()
+        for p in self._advanced_parameters():
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(p)
+        self._add_outputs()
+
+    def _add_reference_parameters(self):
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.REFERENCE, "Reference polygons",
             [QgsProcessing.SourceType.TypeVectorPolygon, QgsProcessing.SourceType.TypeVectorPoint], optional=True))
@@ -147,6 +155,9 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             type=QgsProcessingParameterField.DataType.Any, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.LABELS, "Label raster (instead of reference polygons)", optional=True))
+
+    def _add_model_parameters(self):
+        """The network, its start, and the everyday training settings (0 = chosen for the data and device)."""
         self.addParameter(QgsProcessingParameterEnum(
             self.MODEL, "Model", options=list(MODELS), defaultValue="specsar_former", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterEnum(
@@ -174,7 +185,10 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
             self.DEVICE, "Device", options=list(DEVICES), defaultValue="auto", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESUME, "Resume an interrupted run of this checkpoint", defaultValue=False))
-        advanced = [
+
+    def _advanced_parameters(self):
+        integer, double = QgsProcessingParameterNumber.Type.Integer, QgsProcessingParameterNumber.Type.Double
+        return [
             QgsProcessingParameterNumber(
                 self.STEPS_PER_EPOCH, "Steps per epoch: steps between validations (0 = automatic)", type=integer,
                 defaultValue=0, minValue=0),
@@ -196,9 +210,8 @@ class TrainAlgorithm(ImageryInputs, OptsarAlgorithm):
                 self.PRECISION, "Precision (bf16 on CUDA only)", options=list(PRECISIONS), defaultValue="fp32",
                 usesStaticStrings=True),
         ]
-        for p in advanced:
-            p.setFlags(p.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
-            self.addParameter(p)
+
+    def _add_outputs(self):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_CHECKPOINT, "Checkpoint", "OptSAR Fusion checkpoints (*.safetensors)"))
         self.addParameter(QgsProcessingParameterFileDestination(
